@@ -38,4 +38,63 @@ MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    Migration(
+        2,
+        "link",
+        """
+        -- The platform link (agent/outbox.py, agent/commands.py).
+        -- One row of counters, changed in the same transaction as the outbox
+        -- rows: last_seq is the seq counter (it never goes back, even when the
+        -- outbox is emptied; seq must be known before sealing, since it is
+        -- inside the signed body, so AUTOINCREMENT, which assigns it at INSERT,
+        -- does not fit), bytes is the outbox size, acked_through the newest
+        -- sync.ack, near_full whether the near-full alert is armed (0) or sent (1).
+        CREATE TABLE outbox_meta (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            last_seq INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            acked_through INTEGER NOT NULL,
+            near_full INTEGER NOT NULL
+        );
+        INSERT INTO outbox_meta (id, last_seq, bytes, acked_through, near_full)
+            VALUES (1, 0, 0, 0, 0);
+        -- Sealed gateway messages (JWE text only) until a sync.ack covers them.
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('evt', 'alert', 'ack')),
+            type TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            sealed TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            droppable INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX outbox_by_priority ON outbox (priority, seq);
+        CREATE INDEX outbox_droppable ON outbox (seq) WHERE droppable = 1;
+        -- Verified command ids, for replay detection; pruned after exp + margin.
+        CREATE TABLE link_commands (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            exp REAL NOT NULL,
+            received_at REAL NOT NULL,
+            status TEXT NOT NULL,
+            replay_acked INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX link_commands_by_exp ON link_commands (exp);
+        -- Grants as the platform signed them: the inner JWS of the command,
+        -- sealed at rest with the local SecretBox (it holds personal data).
+        CREATE TABLE grants_signed (
+            cmd_id TEXT PRIMARY KEY,
+            cmd_type TEXT NOT NULL,
+            jws_sealed BLOB NOT NULL,
+            received_at TEXT NOT NULL
+        );
+        CREATE TABLE grants_raw (
+            grant_id TEXT PRIMARY KEY,
+            cmd_id TEXT NOT NULL REFERENCES grants_signed (cmd_id),
+            received_at TEXT NOT NULL
+        );
+        CREATE INDEX grants_raw_by_cmd ON grants_raw (cmd_id);
+        """,
+    ),
 ]
