@@ -48,6 +48,7 @@ class GatewaySection(_Section):
         Field(
             pattern=GATEWAY_ID_PATTERN,
             description="Gateway id registered at the platform; MQTT client id is `gw-<id>`.",
+            examples=["demo-gw-01"],
         ),
     ]
     state_dir: Path = Field(
@@ -72,9 +73,21 @@ class LinkSection(_Section):
         "tls",
         description="`tls` (client certificate) in production; `tcp` only for a loopback broker.",
     )
-    ca_file: Path | None = Field(None, description="CA bundle that signed the broker certificate.")
-    cert_file: Path | None = Field(None, description="This gateway's client certificate (PEM).")
-    key_file: Path | None = Field(None, description="Private key of the client certificate (PEM).")
+    ca_file: Path | None = Field(
+        None,
+        description="CA bundle that signed the broker certificate.",
+        examples=["/etc/lockgw/tls/ca.pem"],
+    )
+    cert_file: Path | None = Field(
+        None,
+        description="This gateway's client certificate (PEM).",
+        examples=["/etc/lockgw/tls/gateway.crt"],
+    )
+    key_file: Path | None = Field(
+        None,
+        description="Private key of the client certificate (PEM).",
+        examples=["/etc/lockgw/tls/gateway.key"],
+    )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
     session_expiry_s: int = Field(
         604800,
@@ -144,9 +157,15 @@ class OutboxSection(_Section):
 class BusSection(_Section):
     """One RS-485 bus of OSDP locks."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Bus name used by doors.")
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        description="Bus name used by doors.",
+        examples=["bus0"],
+    )
     port: str = Field(
-        min_length=1, description="Serial device (a udev name such as /dev/lockgw-bus0)."
+        min_length=1,
+        description="Serial device (a udev name such as /dev/lockgw-bus0).",
+        examples=["/dev/lockgw-bus0"],
     )
     baudrate: int = Field(115200, description=f"One of {', '.join(map(str, SERIAL_BAUD_RATES))}.")
     secure_channel: bool = Field(
@@ -165,10 +184,13 @@ class DoorSection(_Section):
     id: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
         description="Lock id as the platform names it in grants (`locks`).",
+        examples=["L101"],
     )
     room: str = Field("", max_length=64, description="Room or entrance label, for records.")
-    bus: str = Field(description="Name of the bus the lock hangs on.")
-    address: int = Field(ge=0, le=126, description="OSDP address of the lock on its bus.")
+    bus: str = Field(description="Name of the bus the lock hangs on.", examples=["bus0"])
+    address: int = Field(
+        ge=0, le=126, description="OSDP address of the lock on its bus.", examples=[1]
+    )
     reader_port: str | None = Field(None, description="Serial device of the ID card reader.")
     reader_baudrate: int = Field(115200, description="Baud rate of the ID card reader.")
     camera: str | None = Field(

@@ -107,16 +107,7 @@ class Store:
     def table_counts(self) -> dict[str, int]:
         """Row counts of every table, for status displays."""
         with self.read() as conn:
-            names = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type='table' "
-                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-                )
-            ]
-            return {
-                n: int(conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names
-            }
+            return _table_counts(conn)
 
     def record_incident(self, kind: str, detail: str) -> None:
         """Remember a gateway fact that must be reported as an alert (no personal data)."""
@@ -205,3 +196,34 @@ def _split_sql(script: str) -> list[str]:
     if buffer.strip():
         statements.append(buffer.strip())
     return statements
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What ``lockgw status`` shows of the database."""
+
+    schema_version: int
+    tables: dict[str, int]
+
+
+def read_summary(path: Path) -> StoreSummary:
+    """Schema version and row counts, read-only (never migrates, never moves aside)."""
+    if not path.exists():
+        raise FileNotFoundError(path)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        return StoreSummary(schema_version=version, tables=_table_counts(conn))
+    finally:
+        conn.close()
+
+
+def _table_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    names = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' "
+            "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+    ]
+    return {n: int(conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names}

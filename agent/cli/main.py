@@ -1,0 +1,125 @@
+"""The ``lockgw`` command line: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sqlite3
+import sys
+from collections.abc import Sequence
+
+from agent import __version__
+from agent.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    UserError,
+    add_config_argument,
+    load_config_or_fail,
+    print_json,
+)
+
+# Modules that add subcommands with ``register(subparsers)``.
+_SUBCOMMAND_MODULES: tuple[str, ...] = ("agent.cli.demo",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="lockgw",
+        description="Gateway agent for smart-lock buildings: ID card + face check-in, "
+        "offline grants, sealed sync to the platform.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run the gateway daemon (systemd runs this)")
+    add_config_argument(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=_cmd_version)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    p = config_sub.add_parser("check", help="validate the configuration without starting")
+    add_config_argument(p)
+    p.set_defaults(func=_cmd_config_check)
+
+    p = sub.add_parser("status", help="show the gateway's state (store, counts)")
+    add_config_argument(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_status)
+
+    for module_name in _SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        print(f"lockgw: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    print(f"lockgw {__version__}")
+    return EXIT_OK
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    config = load_config_or_fail(args.config)
+    print(
+        f"{args.config}: OK (gateway {config.gateway.id}, {len(config.buses)} bus(es), "
+        f"{len(config.doors)} door(s))"
+    )
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from agent.daemon import Daemon
+    from agent.logs import configure_logging
+
+    config = load_config_or_fail(args.config)
+    configure_logging(config.gateway.log_level)
+    return Daemon(config).run()
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from agent.store import read_summary
+
+    config = load_config_or_fail(args.config)
+    try:
+        summary = read_summary(config.db_path)
+    except FileNotFoundError:
+        raise UserError(
+            f"no database at {config.db_path}: the daemon has not run with this configuration"
+        ) from None
+    except sqlite3.DatabaseError as exc:
+        print(f"lockgw: database {config.db_path} is unreadable: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print_json(
+            {
+                "gateway": config.gateway.id,
+                "schema_version": summary.schema_version,
+                "tables": summary.tables,
+            }
+        )
+        return EXIT_OK
+    print(f"gateway       {config.gateway.id}")
+    print(f"database      {config.db_path}")
+    print(f"schema        version {summary.schema_version}")
+    for table, count in summary.tables.items():
+        print(f"  {table:<22} {count} row(s)")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

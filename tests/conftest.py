@@ -1,0 +1,66 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FACES = SHARED / "faces"
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    """The project's root folder."""
+    return REPO
+
+
+@pytest.fixture
+def faces_dir() -> Path:
+    """``../shared/faces``, or a skip with the reason when it is absent."""
+    if not FACES.is_dir():
+        pytest.skip(f"face photos not found at {FACES} (../shared/faces beside the repo)")
+    return FACES
+
+
+@pytest.fixture
+def lockgw_cmd() -> list[str]:
+    """How to run the ``lockgw`` command as a user would (the installed entry point)."""
+    exe = Path(sys.executable).with_name("lockgw")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "agent.cli.main"]
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a minimal valid configuration (plain TCP to a loopback broker) plus overrides."""
+
+    def _write(extra: str = "", gateway_id: str = "test-gw-01", port: int = 1883) -> Path:
+        state = tmp_path / "state"
+        path = tmp_path / "gateway.toml"
+        path.write_text(
+            f'[gateway]\nid = "{gateway_id}"\nstate_dir = "{state}"\n'
+            f'control_socket = "{tmp_path / "control.sock"}"\n\n'
+            f'[link]\ntransport = "tcp"\nhost = "127.0.0.1"\nport = {port}\n\n'
+            f'[keys]\ngateway_keys = "{tmp_path / "keys" / "gateway.jwks"}"\n'
+            f'platform_keys = "{tmp_path / "keys" / "platform.jwks"}"\n' + extra,
+            encoding="utf-8",
+        )
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def clean_env() -> dict[str, str]:
+    """The environment without systemd's variables (tests set their own)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+    }
+    return env
