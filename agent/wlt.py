@@ -4,9 +4,11 @@ Real modules send the photo as 1024 bytes of WLT, which only the module
 vendors' native code decodes (to a 102x126 BGR image). A site names its decoder
 in the configuration:
 
-- ``{"kind": "command", "argv": ["/opt/vendor/wlt2bmp", "{input}", "{output}"]}``:
-  the command reads the WLT file ``{input}`` and writes a BMP/PNG/JPEG to
-  ``{output}`` (a private temporary directory; both files are deleted after);
+- ``{"kind": "command", "argv": "/opt/vendor/wlt2bmp"}``: the command reads WLT
+  on stdin and writes a BMP/PNG/JPEG on stdout; or, with placeholders,
+  ``["/opt/vendor/wlt2bmp", "{input}", "{output}"]`` it reads the file
+  ``{input}`` and writes ``{output}`` (in a private temporary directory, deleted
+  after);
 - ``{"kind": "library", "path": "/opt/vendor/libwlt2bmp.so", "function": "unpack"}``:
   ``int unpack(const char *wlt, char *out, int flag)`` returning 1 on success
   and writing either a whole BMP file (starting ``BM``) or raw 102x126 BGR
@@ -20,6 +22,7 @@ Decoded images are numpy BGR arrays (OpenCV convention), in memory only.
 from __future__ import annotations
 
 import ctypes
+import shlex
 import subprocess
 import tempfile
 import threading
@@ -61,34 +64,48 @@ def _imdecode(data: bytes, what: str) -> Image:
 
 
 class CommandDecoder:
-    """Runs a site's decoder command on a temporary WLT file."""
+    """Runs a site's decoder command.
 
-    def __init__(self, argv: Sequence[str], timeout: float = 10.0) -> None:
-        if not argv or not any("{input}" in a for a in argv):
-            raise ValueError("WLT decoder argv needs an {input} placeholder")
-        if not any("{output}" in a for a in argv):
-            raise ValueError("WLT decoder argv needs an {output} placeholder")
-        self.argv = list(argv)
+    With ``{input}`` / ``{output}`` placeholders in ``argv`` the WLT and the image
+    go through files in a private temporary directory; without them, the WLT is
+    written to the command's stdin and the image read from its stdout.
+    """
+
+    def __init__(self, argv: Sequence[str] | str, timeout: float = 10.0) -> None:
+        args = shlex.split(argv) if isinstance(argv, str) else list(argv)
+        if not args:
+            raise ValueError("WLT decoder command is empty")
+        self.argv = args
         self.timeout = timeout
 
     def decode_wlt(self, wlt: bytes) -> Image:
         """Decode via the command; errors name the command's exit status, not the data."""
         with tempfile.TemporaryDirectory(prefix="lockgw-wlt-") as tmp:
             src, dst = Path(tmp) / "photo.wlt", Path(tmp) / "photo.bmp"
-            src.write_bytes(wlt)
+            uses_input = any("{input}" in a for a in self.argv)
+            uses_output = any("{output}" in a for a in self.argv)
+            if uses_input:
+                src.write_bytes(wlt)
             argv = [a.replace("{input}", str(src)).replace("{output}", str(dst)) for a in self.argv]
             try:
                 done = subprocess.run(
-                    argv, capture_output=True, timeout=self.timeout, check=False, stdin=None
+                    argv,
+                    input=None if uses_input else wlt,
+                    stdin=subprocess.DEVNULL if uses_input else None,
+                    capture_output=True,
+                    timeout=self.timeout,
+                    check=False,
                 )
-            except FileNotFoundError:
-                raise PhotoDecodeError(f"WLT decoder command not found: {self.argv[0]}") from None
+            except (FileNotFoundError, PermissionError):
+                raise PhotoDecodeError(f"WLT decoder command cannot run: {self.argv[0]}") from None
             except subprocess.TimeoutExpired:
                 raise PhotoDecodeError(
                     f"WLT decoder command timed out after {self.timeout:g} s"
                 ) from None
             if done.returncode != 0:
                 raise PhotoDecodeError(f"WLT decoder command failed with exit {done.returncode}")
+            if not uses_output:
+                return _imdecode(done.stdout, "WLT decoder output")
             if not dst.exists():
                 raise PhotoDecodeError("WLT decoder command wrote no output file")
             return _imdecode(dst.read_bytes(), "WLT decoder output")
@@ -136,12 +153,16 @@ def make_decoder(spec: Mapping[str, object] | None) -> WltDecoder | None:
         return None
     if kind == "command":
         argv = spec.get("argv")
-        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
-            raise ValueError("wlt decoder: 'argv' must be a list of strings")
+        if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
+            command: list[str] | str = [str(a) for a in argv]
+        elif isinstance(argv, str):
+            command = argv
+        else:
+            raise ValueError("wlt decoder: 'argv' must be a command line or a list of strings")
         timeout = spec.get("timeout", 10.0)
         if not isinstance(timeout, int | float):
             raise ValueError("wlt decoder: 'timeout' must be a number")
-        return CommandDecoder(argv, float(timeout))
+        return CommandDecoder(command, float(timeout))
     if kind == "library":
         path, function = spec.get("path"), spec.get("function", "unpack")
         if not isinstance(path, str) or not isinstance(function, str):
@@ -151,6 +172,17 @@ def make_decoder(spec: Mapping[str, object] | None) -> WltDecoder | None:
             raise ValueError("wlt decoder: 'flag' must be an integer")
         return LibraryDecoder(path, function, flag)
     raise ValueError(f"wlt decoder: unknown kind {kind!r} (none, command, library)")
+
+
+def decoder_from_settings(
+    kind: str, command: str | None = None, library: str | Path | None = None
+) -> WltDecoder | None:
+    """The decoder for the ``[readers]`` settings wlt_decoder, wlt_command, wlt_library."""
+    if kind == "command":
+        return make_decoder({"kind": "command", "argv": command or ""})
+    if kind == "library":
+        return make_decoder({"kind": "library", "path": str(library) if library else None})
+    return make_decoder({"kind": kind})
 
 
 def decode_card_photo(photo: bytes, fmt: str, decoder: WltDecoder | None) -> Image | None:

@@ -352,7 +352,7 @@ class IdCardReader:
             self._serial = self._opener(self.port, self._baud)
         except (serial.SerialException, OSError) as exc:
             if self._state not in (ReaderState.PORT_LOST, ReaderState.PORT_UNAVAILABLE):
-                self._set_state(ReaderState.PORT_UNAVAILABLE, f"cannot open port: {exc.errno}")
+                self._set_state(ReaderState.PORT_UNAVAILABLE, f"cannot open port: {exc}")
             return False
         self._link = ModuleLink(self._serial, self._stats, self._reply_timeout, self._retries)
         self._present, self._misses, self._last_digest = False, 0, None
