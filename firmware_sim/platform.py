@@ -1,0 +1,511 @@
+"""The platform simulator: an independent implementation of central-link-v1.
+
+It plays the police platform with its own keys and a second JOSE library
+(jwcrypto; the gateway uses joserfc), and never imports ``agent``: if both
+sides interoperate, both follow the contract rather than each other's bugs.
+
+What it does: publishes sealed commands to ``lockgw/v1/<gw>/cmd`` (builders
+for every type, and for every kind of bad command), receives and opens
+``evt``/``alert``/``ack``, checks signature, ``gw`` and topic, deduplicates on
+(``gw``, ``seq``), tracks the contiguous prefix of seqs received (seqs the
+gateway announced as dropped in ``outbox.dropped`` count as settled), reports
+gaps, and answers progress with ``sync.ack`` once the messages are stored (in
+this process's memory). Duplicates trigger a fresh ``sync.ack``, so a gateway
+that missed one learns again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import secrets
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from jwcrypto import jwe as cjwe
+from jwcrypto import jwk as cjwk
+from jwcrypto import jws as cjws
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+log = logging.getLogger(__name__)
+
+TOPIC_ROOT = "lockgw/v1"
+BAD_KINDS = (
+    "unknown_key",
+    "tampered",
+    "wrong_gw",
+    "expired",
+    "invalid_body",
+    "oversized",
+    "garbage",
+    "not_jwe",
+)
+
+
+def _now_iso(delta_s: float = 0.0) -> str:
+    moment = datetime.now(UTC) + timedelta(seconds=delta_s)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def new_okp(curve: str) -> cjwk.JWK:
+    """A fresh OKP key with kid = its RFC 7638 thumbprint."""
+    key = cjwk.JWK.generate(kty="OKP", crv=curve)
+    return cjwk.JWK(**(json.loads(key.export_private()) | {"kid": key.thumbprint()}))
+
+
+@dataclass
+class SimKeys:
+    """The platform's own Ed25519 (signing) and X25519 (decryption) keys."""
+
+    sig: cjwk.JWK = field(default_factory=lambda: new_okp("Ed25519"))
+    enc: cjwk.JWK = field(default_factory=lambda: new_okp("X25519"))
+
+    def public_jwks(self) -> dict[str, Any]:
+        """The public JWK Set the gateway pins (newest X25519 last)."""
+        return {
+            "keys": [
+                json.loads(self.sig.export_public()) | {"use": "sig"},
+                json.loads(self.enc.export_public()) | {"use": "enc"},
+            ]
+        }
+
+
+class OpenError(Exception):
+    """An inbound gateway message did not open or verify."""
+
+
+def seal_jw(body: dict[str, Any], sig: cjwk.JWK, recipient: cjwk.JWK) -> str:
+    """Sign with ``sig`` (Ed25519) and encrypt to ``recipient`` (X25519), per the contract."""
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    signer = cjws.JWS(payload)
+    signer.add_signature(
+        sig, alg="Ed25519", protected=json.dumps({"alg": "Ed25519", "kid": sig.key_id})
+    )
+    compact = signer.serialize(compact=True)
+    header = {"alg": "ECDH-ES", "enc": "A256GCM", "kid": recipient.key_id, "cty": "JWT"}
+    token = cjwe.JWE(compact.encode(), protected=json.dumps(header), recipient=recipient)
+    return str(token.serialize(compact=True))
+
+
+def open_jw(text: str, enc: cjwk.JWK, verify: dict[str, cjwk.JWK]) -> dict[str, Any]:
+    """Decrypt with ``enc``, verify with a pinned key by kid, parse the JSON body."""
+    try:
+        token = cjwe.JWE()
+        token.allowed_algs = ["ECDH-ES", "A256GCM"]
+        token.deserialize(text, key=enc)
+        header = token.jose_header
+        if header.get("cty") != "JWT" or header.get("kid") != enc.key_id:
+            raise OpenError("unexpected JWE header")
+        signed = cjws.JWS()
+        signed.allowed_algs = ["Ed25519"]
+        signed.deserialize(token.payload.decode("ascii"))
+        kid = signed.jose_header.get("kid")
+        if kid not in verify or signed.jose_header.get("alg") != "Ed25519":
+            raise OpenError("JWS not signed by a pinned gateway key")
+        signed.verify(verify[kid], alg="Ed25519")
+        body = json.loads(signed.payload)
+    except OpenError:
+        raise
+    except Exception as exc:
+        raise OpenError(f"{type(exc).__name__}") from None
+    if not isinstance(body, dict):
+        raise OpenError("body is not an object")
+    return body
+
+
+@dataclass
+class GatewayView:
+    """What the platform knows about one gateway."""
+
+    messages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    arrivals: list[tuple[int, str, float]] = field(default_factory=list)
+    dropped: set[int] = field(default_factory=set)
+    prefix: int = 0
+    max_seq: int = 0
+    duplicates: int = 0
+    acked_prefix: int = 0
+    last_ack_at: float = 0.0
+    status: dict[str, Any] | None = None
+    health: dict[str, Any] | None = None
+    acks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def gaps(self) -> list[int]:
+        """Seqs above the settled prefix and below the highest seen that are missing."""
+        return [
+            s
+            for s in range(self.prefix + 1, self.max_seq)
+            if s not in self.messages and s not in self.dropped
+        ]
+
+
+class PlatformSim:
+    """An MQTT client playing the platform for any number of gateways."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        gateway_jwks: dict[str, dict[str, Any]],
+        keys: SimKeys | None = None,
+        *,
+        client_id: str = "platform",
+        tls: tuple[Path, Path, Path] | None = None,
+        ack_interval_s: float = 0.05,
+        auto_ack: bool = True,
+    ) -> None:
+        """``gateway_jwks`` maps gateway id → its public JWK Set; ``tls`` = (ca, cert, key)."""
+        self.keys = keys or SimKeys()
+        self._host, self._port = host, port
+        self._tls = tls
+        self._ack_interval = ack_interval_s
+        self.auto_ack = auto_ack
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._gw_sig: dict[str, dict[str, cjwk.JWK]] = {}
+        self._gw_enc: dict[str, cjwk.JWK] = {}
+        for gw, jwks in gateway_jwks.items():
+            self.pin_gateway(gw, jwks)
+        self.views: dict[str, GatewayView] = {}
+        self.counters: dict[str, int] = {"received": 0, "rejected": 0, "sync_acks": 0}
+        self.on_message_hook: Callable[[str, dict[str, Any]], None] | None = None
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        self._client.max_inflight_messages_set(200)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(1, 2)
+        if tls is not None:
+            ctx = ssl.create_default_context(cafile=str(tls[0]))
+            ctx.load_cert_chain(str(tls[1]), str(tls[2]))
+            self._client.tls_set_context(ctx)
+        self.connected = threading.Event()
+
+    def pin_gateway(self, gw: str, jwks: dict[str, Any]) -> None:
+        """Pin a gateway's public keys (several kids allowed; newest X25519 last)."""
+        sig: dict[str, cjwk.JWK] = {}
+        enc: cjwk.JWK | None = None
+        for key in jwks["keys"]:
+            public = {k: v for k, v in key.items() if k not in ("d", "lockgw_retire_at")}
+            jwk = cjwk.JWK(**public)
+            if key["crv"] == "Ed25519":
+                sig[key["kid"]] = jwk
+            elif key["crv"] == "X25519":
+                enc = jwk
+        if not sig or enc is None:
+            raise ValueError(f"gateway {gw}: JWK Set needs Ed25519 and X25519 keys")
+        with self._lock:
+            self._gw_sig[gw] = sig
+            self._gw_enc[gw] = enc
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect (persistent session) and subscribe to every gateway's up-topics."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self._client.connect_async(
+            self._host, self._port, keepalive=30, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+        self._ticker = threading.Thread(target=self._tick, name="platform-sim-ack", daemon=True)
+        self._ticker.start()
+        if not self.connected.wait(timeout):
+            raise TimeoutError("platform simulator did not connect to the broker")
+
+    def stop(self) -> None:
+        """Disconnect and stop the threads."""
+        self._stop.set()
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._ticker is not None:
+            self._ticker.join(5)
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None
+    ) -> None:
+        if reason.is_failure:
+            log.warning("platform sim connect refused: %s", reason)
+            return
+        client.subscribe(
+            [(f"{TOPIC_ROOT}/+/{kind}", 1) for kind in ("evt", "alert", "ack", "status")]
+            + [(f"{TOPIC_ROOT}/+/health", 0)]
+        )
+        self.connected.set()
+
+    # -- commands --------------------------------------------------------------
+
+    def build(
+        self,
+        gw: str,
+        msg_type: str,
+        body: dict[str, Any],
+        *,
+        exp_s: float = 300.0,
+        msg_id: str | None = None,
+        envelope_gw: str | None = None,
+        sig: cjwk.JWK | None = None,
+    ) -> tuple[str, str]:
+        """A sealed command for ``gw``: (command id, JWE text)."""
+        cmd_id = msg_id or str(uuid.uuid4())
+        env = {
+            "v": 1,
+            "id": cmd_id,
+            "type": msg_type,
+            "gw": envelope_gw or gw,
+            "ts": _now_iso(),
+            "exp": _now_iso(exp_s),
+            "body": body,
+        }
+        return cmd_id, seal_jw(env, sig or self.keys.sig, self._gw_enc[gw])
+
+    def send(self, gw: str, msg_type: str, body: dict[str, Any], **kwargs: Any) -> str:
+        """Build and publish a command; returns its id."""
+        cmd_id, text = self.build(gw, msg_type, body, **kwargs)
+        self.publish_raw(gw, text.encode())
+        return cmd_id
+
+    def publish_raw(self, gw: str, payload: bytes) -> None:
+        """Publish any bytes on the gateway's command topic (QoS 1)."""
+        info = self._client.publish(f"{TOPIC_ROOT}/{gw}/cmd", payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"publish to {gw}/cmd failed: rc={info.rc}")
+
+    def bad_command(
+        self, gw: str, kind: str, *, size_limit: int = 1_048_576
+    ) -> tuple[str | None, bytes]:
+        """A command the gateway must reject: (id if the gateway can read it, payload)."""
+        ping: dict[str, Any] = {}
+        if kind == "unknown_key":
+            cmd_id, text = self.build(gw, "ping", ping, sig=new_okp("Ed25519"))
+            return cmd_id, text.encode()
+        if kind == "tampered":
+            cmd_id, text = self.build(gw, "ping", ping)
+            parts = text.split(".")
+            raw = bytearray(base64.urlsafe_b64decode(parts[3] + "=" * (-len(parts[3]) % 4)))
+            raw[len(raw) // 2] ^= 0x01
+            parts[3] = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+            return cmd_id, ".".join(parts).encode()
+        if kind == "wrong_gw":
+            cmd_id, text = self.build(gw, "ping", ping, envelope_gw="other-gateway")
+            return cmd_id, text.encode()
+        if kind == "expired":
+            cmd_id, text = self.build(gw, "ping", ping, exp_s=-60)
+            return cmd_id, text.encode()
+        if kind == "invalid_body":
+            cmd_id, text = self.build(gw, "grant.put", {"grant_id": "g-bad", "room": "101"})
+            return cmd_id, text.encode()
+        if kind == "oversized":
+            cmd_id, text = self.build(gw, "ping", {"pad": "x" * (size_limit + 1024)})
+            return cmd_id, text.encode()
+        if kind == "garbage":
+            return None, secrets.token_bytes(300)
+        if kind == "not_jwe":
+            return None, b'{"v":1,"type":"ping"}'
+        raise ValueError(f"unknown bad command kind {kind!r}")
+
+    @staticmethod
+    def grant_body(
+        grant_id: str, locks: list[str], *, room: str = "101", hours: float = 24
+    ) -> dict[str, Any]:
+        """A well-formed grant.put body (synthetic guest data)."""
+        return {
+            "grant_id": grant_id,
+            "room": room,
+            "locks": locks,
+            "valid_from": _now_iso(-60),
+            "valid_until": _now_iso(hours * 3600),
+            "guests": [
+                {"guest_id": f"{grant_id}-g1", "id_number": "11010519491231002X", "name": "测试"}
+            ],
+        }
+
+    def sync_ack(self, gw: str, through_seq: int) -> str:
+        """Tell ``gw`` everything through ``through_seq`` is stored."""
+        cmd_id = self.send(gw, "sync.ack", {"through_seq": through_seq})
+        self.counters["sync_acks"] += 1
+        return cmd_id
+
+    # -- receiving ---------------------------------------------------------------
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        parts = msg.topic.split("/")
+        if len(parts) != 4:
+            return
+        gw, kind = parts[2], parts[3]
+        if kind in ("status", "health"):
+            try:
+                doc = json.loads(msg.payload)
+            except ValueError:
+                self._count("rejected")
+                return
+            with self._changed:
+                view = self.views.setdefault(gw, GatewayView())
+                if kind == "status":
+                    view.status = doc
+                else:
+                    view.health = doc
+                self._changed.notify_all()
+            return
+        with self._lock:
+            verify, enc = self._gw_sig.get(gw), self._gw_enc.get(gw)
+        if verify is None or enc is None:
+            self._count("rejected")
+            return
+        try:
+            env = open_jw(msg.payload.decode("ascii", "replace"), self.keys.enc, verify)
+            self._check(env, gw, kind)
+        except OpenError as exc:
+            self._count("rejected")
+            log.warning("platform sim rejected a message from %s: %s", gw, exc)
+            return
+        self._store(gw, env)
+
+    @staticmethod
+    def _check(env: dict[str, Any], gw: str, kind: str) -> None:
+        if env.get("v") != 1 or env.get("gw") != gw:
+            raise OpenError("envelope v/gw does not match the topic")
+        seq = env.get("seq")
+        if not isinstance(seq, int) or seq < 1:
+            raise OpenError("missing seq")
+        msg_type = str(env.get("type"))
+        expected = (
+            "ack" if msg_type == "ack" else "alert" if msg_type.startswith("alert.") else "evt"
+        )
+        if expected != kind:
+            raise OpenError(f"{msg_type} on the {kind} topic")
+        if not isinstance(env.get("body"), dict):
+            raise OpenError("body not an object")
+
+    def _store(self, gw: str, env: dict[str, Any]) -> None:
+        seq = int(env["seq"])
+        hook = self.on_message_hook
+        with self._changed:
+            self.counters["received"] += 1
+            view = self.views.setdefault(gw, GatewayView())
+            if seq in view.messages or seq <= view.prefix:
+                view.duplicates += 1
+                view.last_ack_at = 0.0  # re-announce progress soon
+                self._changed.notify_all()
+                return
+            view.messages[seq] = env
+            view.arrivals.append((seq, str(env["type"]), time.time()))
+            view.max_seq = max(view.max_seq, seq)
+            if env["type"] == "ack":
+                view.acks.setdefault(str(env["body"].get("cmd_id")), []).append(env["body"])
+            if env["type"] == "outbox.dropped":
+                for first, last in env["body"].get("seqs", []):
+                    view.dropped.update(range(int(first), int(last) + 1))
+            while view.prefix + 1 in view.messages or view.prefix + 1 in view.dropped:
+                view.prefix += 1
+            self._changed.notify_all()
+        if hook is not None:
+            hook(gw, env)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self._ack_interval):
+            if not self.auto_ack or not self._client.is_connected():
+                continue
+            due: list[tuple[str, int]] = []
+            now = time.monotonic()
+            with self._lock:
+                for gw, view in self.views.items():
+                    stale = now - view.last_ack_at > 2.0 and view.prefix > 0
+                    if view.prefix > view.acked_prefix or (stale and view.duplicates):
+                        due.append((gw, view.prefix))
+                        view.acked_prefix = view.prefix
+                        view.last_ack_at = now
+            for gw, through in due:
+                try:
+                    self.sync_ack(gw, through)
+                except ConnectionError:
+                    with self._lock:
+                        self.views[gw].acked_prefix = 0
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + 1
+
+    # -- queries for tests ---------------------------------------------------------
+
+    def view(self, gw: str) -> GatewayView:
+        """The (live) view of one gateway."""
+        with self._lock:
+            return self.views.setdefault(gw, GatewayView())
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` holds (checked under the lock at every change)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, 0.5))
+            return True
+
+    def wait_ack(self, gw: str, cmd_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        """The first ack for ``cmd_id`` (TimeoutError if none arrives)."""
+        view = self.view(gw)
+        if not self.wait_for(lambda: cmd_id in view.acks, timeout):
+            raise TimeoutError(f"no ack for command {cmd_id}")
+        return view.acks[cmd_id][0]
+
+    def events(self, gw: str, msg_type: str | None = None) -> list[dict[str, Any]]:
+        """Received gateway messages in seq order, optionally of one type."""
+        with self._lock:
+            view = self.views.get(gw, GatewayView())
+            return [
+                view.messages[s]
+                for s in sorted(view.messages)
+                if msg_type is None or view.messages[s]["type"] == msg_type
+            ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the simulator from a shell: pin a gateway, print what arrives."""
+    parser = argparse.ArgumentParser(prog="platform-sim", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--gw", required=True, help="gateway id")
+    parser.add_argument("--gateway-jwks", type=Path, required=True, help="gateway public JWK Set")
+    parser.add_argument("--write-platform-jwks", type=Path, help="write our public JWK Set here")
+    parser.add_argument("--ping", action="store_true", help="send a ping at start")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
+    sim = PlatformSim(args.host, args.port, {args.gw: json.loads(args.gateway_jwks.read_text())})
+    if args.write_platform_jwks:
+        args.write_platform_jwks.write_text(json.dumps(sim.keys.public_jwks(), indent=2))
+    sim.on_message_hook = lambda gw, env: print(
+        json.dumps({"gw": gw, "seq": env["seq"], "type": env["type"]}), flush=True
+    )
+    sim.start()
+    if args.ping:
+        sim.send(args.gw, "ping", {})
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,380 @@
+"""Test helpers for the platform link: a private Mosquitto, a cuttable TCP proxy, a test PKI.
+
+Nothing here is a fake of the broker: tests run a real ``mosquitto -c conf``
+on a free port, kill it with SIGKILL, cut TCP connections through a real
+proxy, and use real X.509 certificates made with ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def have_mosquitto() -> bool:
+    """True when a mosquitto binary is installed."""
+    return Path(MOSQUITTO).exists()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def port_open(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def loopback_conf(port: int, log_file: Path) -> str:
+    """A plain-TCP loopback broker configuration for tests (no persistence)."""
+    return (
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        "persistence false\n"
+        "max_queued_messages 0\n"
+        "max_inflight_messages 0\n"
+        f"user {getpass.getuser()}\n"
+        f"log_dest file {log_file}\n"
+        "log_type error\nlog_type warning\nlog_type notice\n"
+    )
+
+
+@dataclass
+class Broker:
+    """A private mosquitto process."""
+
+    conf: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def loopback(cls, workdir: Path, port: int | None = None) -> Broker:
+        """A started plain-TCP broker in ``workdir``."""
+        port = port or free_port()
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(loopback_conf(port, workdir / "mosquitto.log"))
+        broker = cls(conf, port)
+        broker.start()
+        return broker
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start mosquitto and wait until it accepts connections."""
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if not wait_until(lambda: port_open(self.port), timeout):
+            self.kill9()
+            raise RuntimeError(f"mosquitto did not start on port {self.port}")
+
+    def kill9(self) -> None:
+        """SIGKILL the broker (no clean shutdown, nothing saved)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        """Terminate the broker."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self.proc = None
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:listen_port to 127.0.0.1:upstream_port; ``cut()`` breaks every link."""
+
+    def __init__(self, upstream_port: int, listen_port: int | None = None) -> None:
+        self.upstream = upstream_port
+        self.port = listen_port or free_port()
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", self.port))
+        self._server.listen(16)
+        self._lock = threading.Lock()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._closed = False
+        self.refuse = False
+        self.cuts = 0
+        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self.refuse:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._pairs.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Reset every open connection (both directions)."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for s in pair:
+                try:
+                    s.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                    )
+                    s.close()
+                except OSError:
+                    pass
+        self.cuts += 1
+
+    def close(self) -> None:
+        """Stop accepting and cut everything."""
+        self._closed = True
+        self._server.close()
+        self.cut()
+
+
+# --- test PKI -------------------------------------------------------------------
+
+
+@dataclass
+class Pki:
+    """A CA, a server certificate for 127.0.0.1/localhost and client certificates by CN."""
+
+    dir: Path
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    clients: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    os.chmod(path, 0o600)
+
+
+def make_pki(directory: Path, client_cns: list[str]) -> Pki:
+    """Make a throw-away PKI in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = _key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lockgw test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path = directory / "ca.pem"
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(cn: str, server: bool) -> tuple[Path, Path]:
+        key = _key()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        cert = builder.sign(ca_key, hashes.SHA256())
+        cert_path, key_path = directory / f"{cn}.pem", directory / f"{cn}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(key, key_path)
+        return cert_path, key_path
+
+    server_cert, server_key = issue("localhost", server=True)
+    pki = Pki(directory, ca_path, server_cert, server_key)
+    for cn in client_cns:
+        pki.clients[cn] = issue(cn, server=False)
+    return pki
+
+
+# --- a gateway link assembled from real parts -----------------------------------
+
+
+def write_key_files(directory: Path, platform_jwks: dict[str, object]) -> tuple[Path, Path]:
+    """Create the gateway key set and pin the platform's set; returns (gateway, platform)."""
+    import json
+
+    from agent.keys import create_gateway_keys
+
+    directory.mkdir(parents=True, exist_ok=True)
+    gw_path, pf_path = directory / "gateway.jwks", directory / "platform.jwks"
+    create_gateway_keys(gw_path)
+    pf_path.write_text(json.dumps(platform_jwks))
+    return gw_path, pf_path
+
+
+class GatewayRig:
+    """Store + Outbox + CommandProcessor + Link for one gateway, in this process."""
+
+    def __init__(
+        self,
+        state: Path,
+        gateway_id: str,
+        gw_keys_path: Path,
+        pf_keys_path: Path,
+        port: int,
+        **settings: object,
+    ) -> None:
+        from agent.commands import CommandProcessor, StoredGrantsApplier
+        from agent.keys import load_gateway_keys, load_platform_keys
+        from agent.link import Link, LinkSettings
+        from agent.outbox import Outbox
+        from agent.secretbox import SecretBox
+        from agent.store import Store
+
+        self.gw = gateway_id
+        self.store = Store.open(state / "lockgw.db")
+        self.box = SecretBox.load_or_create(state / "local.key")
+        self.gw_keys = load_gateway_keys(gw_keys_path)
+        self.pf_keys = load_platform_keys(pf_keys_path)
+        outbox_args = {k: settings.pop(k) for k in ("max_bytes", "warn_ratio") if k in settings}
+        self.outbox = Outbox(self.store, gateway_id, self.gw_keys, self.pf_keys, **outbox_args)  # type: ignore[arg-type]
+        self.unlocks: list[tuple[str, float, str]] = []
+        self.applier = StoredGrantsApplier(
+            self.box, unlock=lambda lock, s, r: self.unlocks.append((lock, s, r))
+        )
+        self.processor = CommandProcessor(
+            self.store, self.outbox, gateway_id, self.gw_keys, self.pf_keys, self.applier
+        )
+        base: dict[str, object] = {
+            "host": "127.0.0.1",
+            "port": port,
+            "transport": "tcp",
+            "health_interval_s": 2.0,
+            "retry_after_s": 5.0,
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 2.0,
+        }
+        base.update(settings)
+        self.link = Link(
+            LinkSettings(**base),  # type: ignore[arg-type]
+            gateway_id,
+            self.outbox,
+            self.processor.handle,
+            version="test",
+        )
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the link and wait for the session."""
+        self.link.start()
+        if not self.link.wait_connected(timeout):
+            raise TimeoutError("gateway link did not connect")
+
+    def close(self) -> None:
+        """Stop the link and close the store."""
+        self.link.stop(10)
+        self.store.close()
