@@ -252,7 +252,10 @@ class PolicySection(_Section):
     offline_grace_h: float = Field(
         72.0, gt=0, le=24 * 30, description="Honour grants this long without platform contact."
     )
-    require_face: bool = Field(True, description="ID card + face for every entry (人证合一).")
+    reentry_requires_face: bool = Field(
+        True,
+        description="Re-entry by card needs the face too; the first entry always does (人证合一).",
+    )
     pin_reentry: bool = Field(True, description="Allow PIN re-entry where the grant allows it.")
     pin_max_attempts: int = Field(5, ge=1, le=20, description="Wrong PINs before lockout.")
     pin_lockout_s: int = Field(

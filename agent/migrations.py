@@ -97,4 +97,38 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX grants_raw_by_cmd ON grants_raw (cmd_id);
         """,
     ),
+    Migration(
+        3,
+        "grants",
+        """
+        -- Check-in grants (agent/grants.py). The signed command text stays in
+        -- grants_signed (sealed at rest); these rows are an index only: every use
+        -- re-verifies the signed text and decides on what it says, so an edited
+        -- row here opens nothing. No names or ID numbers: guests are found by a
+        -- keyed hash (HMAC with the gateway's local key) of their ID number.
+        DROP INDEX grants_raw_by_cmd;
+        DROP TABLE grants_raw;
+        CREATE TABLE grants (
+            grant_id TEXT PRIMARY KEY,
+            cmd_id TEXT NOT NULL REFERENCES grants_signed (cmd_id),
+            valid_from REAL NOT NULL,
+            valid_until REAL NOT NULL,
+            locks TEXT NOT NULL,
+            pin_hash TEXT,
+            received_at REAL NOT NULL
+        );
+        CREATE INDEX grants_by_cmd ON grants (cmd_id);
+        CREATE INDEX grants_by_pin ON grants (pin_hash) WHERE pin_hash IS NOT NULL;
+        CREATE TABLE grant_guests (
+            grant_id TEXT NOT NULL REFERENCES grants (grant_id) ON DELETE CASCADE,
+            guest_id TEXT NOT NULL,
+            id_hash TEXT NOT NULL,
+            template BLOB,
+            template_status TEXT NOT NULL DEFAULT 'pending',
+            checked_in_at REAL,
+            PRIMARY KEY (grant_id, guest_id)
+        );
+        CREATE INDEX grant_guests_by_id_hash ON grant_guests (id_hash);
+        """,
+    )
 ]
