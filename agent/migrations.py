@@ -106,8 +106,6 @@ MIGRATIONS: list[Migration] = [
         -- re-verifies the signed text and decides on what it says, so an edited
         -- row here opens nothing. No names or ID numbers: guests are found by a
         -- keyed hash (HMAC with the gateway's local key) of their ID number.
-        DROP INDEX grants_raw_by_cmd;
-        DROP TABLE grants_raw;
         CREATE TABLE grants (
             grant_id TEXT PRIMARY KEY,
             cmd_id TEXT NOT NULL REFERENCES grants_signed (cmd_id),
