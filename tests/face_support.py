@@ -62,7 +62,9 @@ def close_eyes(img: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         skin = img[y1 + h + 2 : y1 + 2 * h + 4, x0:x1].reshape(-1, 3).mean(0)
         mask = np.zeros(img.shape[:2], np.uint8)
         cv2.fillPoly(mask, [cv2.convexHull(eye)], 255)
-        mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
+        grow = max(5, (x1 - x0) // 4)
+        mask = cv2.dilate(mask, np.ones((grow, grow), np.uint8))
         out[mask > 0] = skin.astype(np.uint8)
-        cv2.line(out, tuple(int(v) for v in eye[0]), tuple(int(v) for v in eye[3]), (40, 30, 30), 2)
+        lid = (int(eye[0][0]), int(eye[0][1])), (int(eye[3][0]), int(eye[3][1]))
+        cv2.line(out, lid[0], lid[1], (40, 30, 30), max(2, (x1 - x0) // 12))
     return out
