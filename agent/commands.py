@@ -32,7 +32,7 @@ from agent.keys import GatewayKeys, PlatformKeys
 from agent.messages import MessageError, format_time, parse_time, utc_now, validate_command
 from agent.outbox import Outbox
 from agent.seal import SealError, open_sealed, verify_jws
-from agent.secretbox import SecretBox
+from agent.secretbox import SecretBox, SecretBoxError
 from agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -163,9 +163,11 @@ class CommandProcessor:
                 "SELECT replay_acked FROM link_commands WHERE id = ?", (command.id,)
             ).fetchone()
             if row is not None:
-                self._count("rejected_replay")
-                log.warning("command replayed", extra={"cmd_id": command.id, "type": command.type})
                 if row[0]:
+                    self._count("rejected_replay")
+                    log.warning(
+                        "command replayed again", extra={"cmd_id": command.id, "type": command.type}
+                    )
                     return Outcome("dropped", "replay", command.id)
                 conn.execute(
                     "UPDATE link_commands SET replay_acked = 1 WHERE id = ?", (command.id,)
@@ -345,7 +347,10 @@ def load_signed_grant(
     if row is None:
         return None
     cmd_id, sealed = row
-    jws_text = box.open(sealed, f"grant-jws:{cmd_id}").decode("ascii")
+    try:
+        jws_text = box.open(sealed, f"grant-jws:{cmd_id}").decode("ascii")
+    except (SecretBoxError, UnicodeDecodeError):
+        raise SealError(f"stored grant {grant_id} does not open with the local key") from None
     env, _kid = verify_jws(jws_text, platform_keys.verify)
     if env.get("id") != cmd_id:
         raise SealError("stored grant is not the command it claims to be")

@@ -1,0 +1,238 @@
+"""Commands: applied exactly once and acked; every kind of bad command changes nothing."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.commands import (
+    Command,
+    CommandProcessor,
+    CommandRejected,
+    StoredGrantsApplier,
+    load_signed_grant,
+)
+from agent.keys import create_gateway_keys, load_gateway_keys, load_platform_keys
+from agent.outbox import Outbox
+from agent.seal import SealError
+from agent.secretbox import SecretBox
+from agent.store import Store
+from firmware_sim.platform import PlatformSim, SimKeys, open_jw
+
+GW = "bldg-001"
+
+
+class Rig:
+    def __init__(self, tmp: Path, max_payload: int = 64 * 1024) -> None:
+        self.keys = SimKeys()
+        create_gateway_keys(tmp / "gateway.jwks")
+        (tmp / "platform.jwks").write_text(json.dumps(self.keys.public_jwks()))
+        self.gw_keys = load_gateway_keys(tmp / "gateway.jwks")
+        self.pf_keys = load_platform_keys(tmp / "platform.jwks")
+        self.store = Store.open(tmp / "lockgw.db")
+        self.box = SecretBox.load_or_create(tmp / "local.key")
+        self.outbox = Outbox(self.store, GW, self.gw_keys, self.pf_keys)
+        self.unlocks: list[tuple[str, float, str]] = []
+        self.applier = StoredGrantsApplier(self.box, unlock=lambda *a: self.unlocks.append(a))
+        self.proc = CommandProcessor(
+            self.store,
+            self.outbox,
+            GW,
+            self.gw_keys,
+            self.pf_keys,
+            self.applier,
+            max_payload_bytes=max_payload,
+        )
+        # The simulator only builds payloads here; it never connects.
+        self.sim = PlatformSim(
+            "127.0.0.1", 1, {GW: self.gw_keys.public_set}, self.keys, client_id="unit"
+        )
+
+    def send(self, msg_type: str, body: dict[str, Any], **kw: Any) -> tuple[str, Any]:
+        cmd_id, text = self.sim.build(GW, msg_type, body, **kw)
+        return cmd_id, self.proc.handle(text.encode())
+
+    def acks(self) -> dict[str, dict[str, Any]]:
+        from jwcrypto import jwk
+
+        verify = {
+            k["kid"]: jwk.JWK(**k) for k in self.gw_keys.public_set["keys"] if k["crv"] == "Ed25519"
+        }
+        out = {}
+        for item in self.outbox.next_batch({}, 10_000):
+            env = open_jw(item.sealed, self.keys.enc, verify)
+            if env["type"] == "ack":
+                out[env["body"]["cmd_id"]] = env["body"]
+        return out
+
+    def grant_ids(self) -> list[str]:
+        with self.store.read() as conn:
+            return [r[0] for r in conn.execute("SELECT grant_id FROM grants_raw ORDER BY 1")]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    return Rig(tmp_path)
+
+
+def test_grant_put_is_stored_signed_sealed_and_reverified(rig: Rig, tmp_path: Path) -> None:
+    body = PlatformSim.grant_body("g-1", ["door-1"])
+    cmd_id, outcome = rig.send("grant.put", body)
+    assert outcome.status == "ok"
+    assert rig.acks()[cmd_id] == {"cmd_id": cmd_id, "status": "ok"}
+    assert rig.grant_ids() == ["g-1"]
+    grant = load_signed_grant(rig.store, rig.box, rig.pf_keys, "g-1")
+    assert grant is not None and grant["guests"][0]["id_number"] == "11010519491231002X"
+    rig.store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("lockgw.db*"))
+    assert b"11010519491231002X" not in raw and "测试".encode() not in raw
+
+
+def test_edited_grant_row_no_longer_verifies(rig: Rig) -> None:
+    rig.send("grant.put", PlatformSim.grant_body("g-1", ["door-1"]))
+    rig.send("grant.put", PlatformSim.grant_body("g-2", ["door-2"]))
+    with rig.store.write() as conn:
+        # point g-1 at g-2's signed command: the grant body found must be g-2's or none
+        conn.execute(
+            "UPDATE grants_raw SET cmd_id = (SELECT cmd_id FROM grants_raw WHERE grant_id='g-2')"
+            " WHERE grant_id = 'g-1'"
+        )
+    assert load_signed_grant(rig.store, rig.box, rig.pf_keys, "g-1") is None
+    with rig.store.write() as conn:
+        conn.execute("UPDATE grants_signed SET jws_sealed = x'00'")
+    with pytest.raises(SealError, match="does not open"):
+        load_signed_grant(rig.store, rig.box, rig.pf_keys, "g-2")
+
+
+def test_stored_grant_signed_by_an_unpinned_key_is_refused(rig: Rig, tmp_path: Path) -> None:
+    rig.send("grant.put", PlatformSim.grant_body("g-1", ["door-1"]))
+    other = SimKeys()
+    (tmp_path / "other.jwks").write_text(json.dumps(other.public_jwks()))
+    with pytest.raises(SealError, match="not pinned"):
+        load_signed_grant(rig.store, rig.box, load_platform_keys(tmp_path / "other.jwks"), "g-1")
+
+
+def test_revoke_sync_unlock_ping(rig: Rig) -> None:
+    rig.send("grant.put", PlatformSim.grant_body("g-1", ["door-1"]))
+    rig.send("grant.put", PlatformSim.grant_body("g-2", ["door-2"]))
+    cmd_revoke, outcome = rig.send("grant.revoke", {"grant_id": "g-1", "reason": "checkout"})
+    assert outcome.status == "ok" and rig.grant_ids() == ["g-2"]
+    sync_body = {
+        "grants": [PlatformSim.grant_body(g, ["door-3"]) for g in ("g-3", "g-4")],
+    }
+    _, outcome = rig.send("grant.sync", sync_body)
+    assert outcome.status == "ok" and rig.grant_ids() == ["g-3", "g-4"]
+    assert load_signed_grant(rig.store, rig.box, rig.pf_keys, "g-4")["locks"] == ["door-3"]  # type: ignore[index]
+    with rig.store.read() as conn:
+        assert conn.execute("SELECT count(*) FROM grants_signed").fetchone()[0] == 1
+    cmd_unlock, outcome = rig.send(
+        "lock.unlock", {"lock": "door-3", "seconds": 5, "reason": "guest locked out"}
+    )
+    assert outcome.status == "ok" and rig.unlocks == [("door-3", 5.0, "guest locked out")]
+    cmd_ping, outcome = rig.send("ping", {})
+    acks = rig.acks()
+    assert all(acks[c]["status"] == "ok" for c in (cmd_revoke, cmd_unlock, cmd_ping))
+    assert rig.proc.counters["applied"] == 6
+
+
+def test_sync_ack_releases_the_outbox_and_is_not_answered(rig: Rig) -> None:
+    rig.outbox.enqueue_many(
+        [
+            (
+                "lock.status",
+                {"lock": "l", "online": True, "tamper": False, "at": "2026-01-01T00:00:00Z"},
+            )
+        ]
+        * 5
+    )
+    _, outcome = rig.send("sync.ack", {"through_seq": 3})
+    assert outcome.status == "synced"
+    assert [i.seq for i in rig.outbox.next_batch({}, 10)] == [4, 5]
+    _, outcome = rig.send("sync.ack", {"through_seq": 99})
+    assert (outcome.status, outcome.reason) == ("dropped", "sync_ack_ahead")
+    assert rig.outbox.stats().depth == 2 and rig.acks() == {}
+
+
+def test_applier_refusal_rolls_back_its_changes(rig: Rig) -> None:
+    class Half(StoredGrantsApplier):
+        def apply(self, conn: sqlite3.Connection, command: Command) -> Callable[[], None] | None:
+            super().apply(conn, command)
+            raise CommandRejected("door-9: no such lock")
+
+    rig.proc._applier = Half(rig.box)
+    cmd_id, outcome = rig.send("grant.put", PlatformSim.grant_body("g-1", ["door-9"]))
+    assert outcome.status == "rejected"
+    assert rig.acks()[cmd_id] == {
+        "cmd_id": cmd_id,
+        "status": "rejected",
+        "error": "door-9: no such lock",
+    }
+    assert rig.grant_ids() == []
+
+
+def test_unlock_without_door_controller_is_rejected(rig: Rig) -> None:
+    rig.proc._applier = StoredGrantsApplier(rig.box)
+    cmd_id, outcome = rig.send("lock.unlock", {"lock": "d", "seconds": 3, "reason": "x"})
+    assert outcome.status == "rejected" and "no door controller" in rig.acks()[cmd_id]["error"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "answered", "reason"),
+    [
+        ("unknown_key", False, "dropped_bad_signature"),
+        ("tampered", False, "dropped_undecryptable"),
+        ("garbage", False, "dropped_malformed"),
+        ("not_jwe", False, "dropped_malformed"),
+        ("oversized", False, "dropped_oversized"),
+        ("wrong_gw", True, "rejected_wrong_gw"),
+        ("expired", True, "rejected_expired"),
+        ("invalid_body", True, "rejected_invalid"),
+    ],
+)
+def test_bad_commands_change_nothing(rig: Rig, kind: str, answered: bool, reason: str) -> None:
+    cmd_id, payload = rig.sim.bad_command(GW, kind, size_limit=64 * 1024)
+    outcome = rig.proc.handle(payload)
+    assert rig.proc.counters.get(reason) == 1, rig.proc.counters
+    assert rig.proc.counters["applied"] == 0
+    assert rig.grant_ids() == []
+    acks = rig.acks()
+    if answered:
+        assert outcome.status == "rejected"
+        assert acks[cmd_id or ""]["status"] == "rejected" and acks[cmd_id or ""]["error"]
+    else:
+        assert outcome.status == "dropped" and acks == {}
+    # a second copy is never answered again
+    rig.proc.handle(payload)
+    assert len(rig.acks()) == len(acks)
+
+
+def test_replay_is_rejected_once_and_not_applied_again(rig: Rig) -> None:
+    cmd_id, text = rig.sim.build(GW, "lock.unlock", {"lock": "d", "seconds": 2, "reason": "r"})
+    assert rig.proc.handle(text.encode()).status == "ok"
+    assert rig.proc.handle(text.encode()).reason == "replay"
+    assert rig.proc.handle(text.encode()).status == "dropped"
+    assert rig.unlocks == [("d", 2.0, "r")]
+    assert rig.proc.counters["rejected_replay"] == 2
+    ack_count = sum(1 for i in rig.outbox.next_batch({}, 100) if i.type == "ack")
+    assert ack_count == 2  # ok, then one "replay" rejection
+    assert rig.acks()[cmd_id]["status"] in ("ok", "rejected")
+
+
+def test_replay_survives_restart_and_prune_keeps_live_ids(rig: Rig, tmp_path: Path) -> None:
+    _, text = rig.sim.build(GW, "ping", {}, exp_s=600)
+    rig.proc.handle(text.encode())
+    assert rig.proc.prune() == 0
+    rig.store.close()
+    again = Rig.__new__(Rig)
+    again.__dict__.update(rig.__dict__)
+    again.store = Store.open(tmp_path / "lockgw.db")
+    again.outbox = Outbox(again.store, GW, rig.gw_keys, rig.pf_keys)
+    again.proc = CommandProcessor(
+        again.store, again.outbox, GW, rig.gw_keys, rig.pf_keys, rig.applier
+    )
+    assert again.proc.handle(text.encode()).reason == "replay"
