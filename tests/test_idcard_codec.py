@@ -303,3 +303,14 @@ def test_parser_never_raises_on_random_bytes(data: bytes, cuts: list[int]) -> No
         for event in parser.feed(data[a:b]):
             assert isinstance(event, Reply | BadFrame)
     parser.flush()
+
+
+@pytest.mark.parametrize("layout", list(Layout))
+def test_every_layout_tiles_the_256_bytes(layout: Layout) -> None:
+    from drivers.idcard.textblock import FIELDS
+
+    pos = 0
+    for _name, off, size in FIELDS[layout]:
+        assert off == pos and size % 2 == 0
+        pos += size
+    assert pos == 256
