@@ -231,7 +231,9 @@ class SimLock:
                 self._set_relay(self._perm_unlocked, now)
             if self.powered:
                 self._ctx.refresh()
-                online = bool(self._ctx.is_online())
+                online = bool(self._ctx.is_online()) and (
+                    bool(self._ctx.is_sc_active()) or not self.secure or self.scbk is None
+                )
                 if online and not self._was_online:
                     self._report_inputs()
                 self._was_online = online

@@ -79,6 +79,8 @@ _BASELINE_WAIT_S = 2.0
 # A lock that answered the challenge (osdp_CCRYPT) but got no osdp_SCRYPT it
 # could confirm (osdp_RMAC_I) within this time holds a different key.
 _HANDSHAKE_S = 1.0
+# A lock not online and silent this long gets its libosdp state machine restarted.
+_SILENT_S = 0.5
 
 
 class OsdpError(Exception):
@@ -164,6 +166,7 @@ class _Lock:
     tamper: bool = False
     last_reply: float = float("-inf")
     ccrypt_at: float | None = None
+    failed_handshakes: int = 0
     key_mismatch: bool = False
     offline_since: float = 0.0
     next_restart: float = 0.0
@@ -269,6 +272,7 @@ class OsdpBus:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at = 0.0
+        self._last_garbage_at = float("-inf")
         osdp_sys.set_loglevel(libosdp_log_level)
         channel = _SerialChannel(self)
         infos = [self._pd_info(spec, channel).get() for spec in locks]
@@ -297,6 +301,8 @@ class OsdpBus:
         if self._thread is not None or self._closed:
             raise RuntimeError("OSDP bus already started (a stopped bus cannot restart)")
         self._started_at = time.monotonic()
+        for lock in self._locks.values():
+            lock.next_restart = self._started_at + max(2.0, 0.05 * len(self._locks))
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"osdp-bus:{self.port}")
         self._thread.daemon = True
@@ -496,9 +502,12 @@ class OsdpBus:
         frames, self._frames = self._frames, []
         for frame in frames:
             self._on_frame(frame, now)
-        self.stats.frames = self._scanner.stats.frames
-        self.stats.bad_frames = self._scanner.stats.bad_frames
-        self.stats.junk_bytes = self._scanner.stats.junk_bytes
+        scan = self._scanner.stats
+        if scan.bad_frames != self.stats.bad_frames or scan.junk_bytes != self.stats.junk_bytes:
+            self._last_garbage_at = now
+        self.stats.frames = scan.frames
+        self.stats.bad_frames = scan.bad_frames
+        self.stats.junk_bytes = scan.junk_bytes
         lib_events, self._lib_events = self._lib_events, []
         for index, event in lib_events:
             self._handle_lib_event(index, event, now)
@@ -528,6 +537,7 @@ class OsdpBus:
                 lock.ccrypt_at = now
             elif frame.code == REPLY_RMAC_I:
                 lock.ccrypt_at = None  # both sides proved the key: handshake done
+                lock.failed_handshakes = 0
 
     def _update_lock(self, lock: _Lock, online_mask: int, sc_mask: int, now: float) -> None:
         bit = 1 << lock.index
@@ -543,15 +553,19 @@ class OsdpBus:
             lock.disabled = False
         if lock.ccrypt_at is not None and now - lock.ccrypt_at > _HANDSHAKE_S and not sc_active:
             lock.ccrypt_at = None
-            self._key_mismatch(lock, now)
+            lock.failed_handshakes += 1
+            # Line noise can spoil one handshake; a key mismatch spoils every one.
+            quiet_line = now - self._last_garbage_at > 3.0
+            if lock.failed_handshakes >= 2 and quiet_line:
+                self._key_mismatch(lock)
         elif sc_active and lock.key_mismatch:
             lock.key_mismatch = False
-            lock.restart_backoff = 0.0
         startup_grace = now - self._started_at < max(3.0, self._offline_after * 1.5)
         went = online != lock.online and (online or lock.online is not None or not startup_grace)
         if went or (online and sc_active != lock.sc_active):
             self._set_online(lock, online, sc_active, now)
-        if not online and not lib_online and now >= lock.next_restart:
+        silent = now - lock.last_reply > _SILENT_S
+        if not online and silent and now >= lock.next_restart:
             self._restart(lock, now)
 
     def _set_online(self, lock: _Lock, online: bool, sc_active: bool, now: float) -> None:
@@ -561,10 +575,12 @@ class OsdpBus:
             lock.sc_active = sc_active and online
             if not online:
                 lock.offline_since = now
+                lock.baseline_until = None
                 lock.door.reset()
                 lock.door.relocked()
         if online:
             lock.restart_backoff = 0.0
+            lock.failed_handshakes = 0
             lock.baseline_until = now + _BASELINE_WAIT_S
         log.info(
             "lock %s",
@@ -592,10 +608,11 @@ class OsdpBus:
         if lock.key_mismatch:
             lock.restart_backoff = min(60.0, max(5.0, lock.restart_backoff * 2))
         else:
-            lock.restart_backoff = self._retry_s
+            base = max(self._retry_s, 0.04 * len(self._locks))
+            lock.restart_backoff = min(8.0, max(base, lock.restart_backoff * 2))
         lock.next_restart = now + lock.restart_backoff
 
-    def _key_mismatch(self, lock: _Lock, now: float) -> None:
+    def _key_mismatch(self, lock: _Lock) -> None:
         self.stats.key_mismatches += 1
         if lock.key_mismatch:
             return
@@ -737,9 +754,10 @@ class OsdpBus:
         if self._port_ok is False:
             self.stats.port_reopens += 1
             self._report_port(True, "reopened")
-            # The locks timed out while the port was gone: reconnect them now.
+            # The locks lost their sessions while the port was gone: reconnect now.
             for lock in self._locks.values():
-                lock.next_restart = 0.0
+                lock.restart_backoff = 0.0
+                self._restart(lock, now)
         elif self._port_ok is None:
             self._port_ok = True
 
