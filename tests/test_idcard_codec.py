@@ -114,6 +114,7 @@ def test_truncated_frame_is_reported_on_flush() -> None:
 )
 def test_sw3_codes_map_to_named_errors(code: int, name: str) -> None:
     (reply,) = ReplyParser().feed(encode_reply(code))
+    assert isinstance(reply, Reply)
     with pytest.raises(SamStatusError) as err:
         reply.expect(Sw3.SUCCESS, context="read card")
     assert err.value.code == code and err.value.status == name

@@ -35,6 +35,7 @@ def face_png() -> bytes:
     if not path.exists():
         pytest.skip(f"face photos not found at {FACES} (../shared/faces)")
     image = cv2.imread(str(path))
+    assert image is not None
     small = cv2.resize(image, (102, 126))
     ok, png = cv2.imencode(".png", small)
     assert ok
