@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 
 from drivers.idcard.textblock import Layout, RawText, TextBlockError, decode_text_block
@@ -178,7 +178,6 @@ class Identity:
     pass_number: str = ""  # HK/Macao/Taiwan travel permit number
     issue_count: int | None = None
     card_version: str = ""
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def nation(self) -> str:
