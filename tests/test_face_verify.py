@@ -167,3 +167,15 @@ def test_template_round_trip() -> None:
     assert np.array_equal(template_from_bytes(blob), enc)
     with pytest.raises(BadTemplateError):
         template_to_bytes(np.zeros(127))
+
+
+def test_settings_from_the_gateway_configuration(tmp_path: Path) -> None:
+    from agent.config import FaceSection
+    from agent.face import settings_from_config
+
+    model = tmp_path / "site-model.dat"
+    section = FaceSection(threshold=0.42, model=model, liveness="blink", min_face_px=120)
+    settings = settings_from_config(section)
+    assert settings.threshold == 0.42 and settings.liveness == "blink"
+    assert settings.model_path("recognition") == model
+    assert settings.gates.min_face_px == 120

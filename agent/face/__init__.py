@@ -11,6 +11,7 @@ from agent.face.verify import (
     FaceEngine,
     FaceSettings,
     VerifyResult,
+    settings_from_config,
     template_from_bytes,
     template_to_bytes,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "QualityGates",
     "Reason",
     "VerifyResult",
+    "settings_from_config",
     "template_from_bytes",
     "template_to_bytes",
     "watch_entry",

@@ -18,11 +18,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from agent.face.detect import Detection, FaceBox, QualityGates, Reason, assess, find_faces
+
+if TYPE_CHECKING:
+    from agent.config import FaceSection
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,16 @@ class FaceSettings:
             "landmarks68": "shape_predictor_68_face_landmarks.dat",
         }[which]
         return default_model_dir() / name
+
+
+def settings_from_config(face: FaceSection) -> FaceSettings:
+    """FaceSettings from the ``[face]`` section of the gateway configuration."""
+    return FaceSettings(
+        threshold=face.threshold,
+        recognition_model=face.model,
+        liveness=face.liveness,
+        gates=QualityGates(min_face_px=face.min_face_px),
+    )
 
 
 @dataclass(frozen=True)
