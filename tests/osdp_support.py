@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from drivers.osdp import LockEvent, LockSpec, OsdpBus
+from drivers.osdp import LockEvent, LockSpec, LockState, OsdpBus
 from firmware_sim.locks import SimBus
 
 KEY = bytes(range(16))
@@ -101,5 +101,5 @@ def sim_and_bus(
         sim.stop()
 
 
-def state_of(bus: OsdpBus, address: int):  # noqa: ANN201 - test helper
+def state_of(bus: OsdpBus, address: int) -> LockState:
     return next(s for s in bus.snapshot() if s.address == address)

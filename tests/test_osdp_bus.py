@@ -104,7 +104,7 @@ def test_wrong_key_is_reported_and_never_used_in_plain_mode(tmp_path: Path) -> N
 
 
 def test_line_noise_never_unlocks_and_never_kills_the_driver(tmp_path: Path) -> None:
-    with sim_and_bus(tmp_path, [1, 2, 3]) as (sim, bus, rec):
+    with sim_and_bus(tmp_path, [1, 2, 3]) as (sim, bus, _rec):
         sim.set_noise(0.02, seed=7)
         deadline = time.monotonic() + 4.0
         while time.monotonic() < deadline:

@@ -58,7 +58,7 @@ def test_another_local_key_cannot_open_the_file(tmp_path: Path) -> None:
 def test_damaged_file_is_named_in_the_error(tmp_path: Path) -> None:
     store = LockKeyStore.open(tmp_path)
     store.path.write_text("{not json")
-    with pytest.raises(LockKeyError, match="osdp-keys.json"):
+    with pytest.raises(LockKeyError, match=r"osdp-keys\.json"):
         store.get("bus0", 1)
 
 
