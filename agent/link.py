@@ -184,7 +184,8 @@ class Link:
         while not self._stop.is_set():
             retrying = Retrying(
                 wait=wait_exponential_jitter(
-                    initial=self._s.reconnect_min_s,
+                    multiplier=self._s.reconnect_min_s,
+                    min=self._s.reconnect_min_s,
                     max=self._s.reconnect_max_s,
                     jitter=self._s.reconnect_min_s,
                 ),

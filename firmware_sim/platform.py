@@ -92,10 +92,10 @@ def seal_jw(body: dict[str, Any], sig: cjwk.JWK, recipient: cjwk.JWK) -> str:
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     signer = cjws.JWS(payload)
     signer.add_signature(
-        sig, alg="Ed25519", protected=json.dumps({"alg": "Ed25519", "kid": sig.key_id})
+        sig, alg="Ed25519", protected=json.dumps({"alg": "Ed25519", "kid": sig.get("kid")})
     )
     compact = signer.serialize(compact=True)
-    header = {"alg": "ECDH-ES", "enc": "A256GCM", "kid": recipient.key_id, "cty": "JWT"}
+    header = {"alg": "ECDH-ES", "enc": "A256GCM", "kid": recipient.get("kid"), "cty": "JWT"}
     token = cjwe.JWE(compact.encode(), protected=json.dumps(header), recipient=recipient)
     return str(token.serialize(compact=True))
 
@@ -107,7 +107,7 @@ def open_jw(text: str, enc: cjwk.JWK, verify: dict[str, cjwk.JWK]) -> dict[str, 
         token.allowed_algs = ["ECDH-ES", "A256GCM"]
         token.deserialize(text, key=enc)
         header = token.jose_header
-        if header.get("cty") != "JWT" or header.get("kid") != enc.key_id:
+        if header.get("cty") != "JWT" or header.get("kid") != enc.get("kid"):
             raise OpenError("unexpected JWE header")
         signed = cjws.JWS()
         signed.allowed_algs = ["Ed25519"]
@@ -313,8 +313,13 @@ class PlatformSim:
             cmd_id, text = self.build(gw, "grant.put", {"grant_id": "g-bad", "room": "101"})
             return cmd_id, text.encode()
         if kind == "oversized":
-            cmd_id, text = self.build(gw, "ping", {"pad": "x" * (size_limit + 1024)})
-            return cmd_id, text.encode()
+            # Just past the limit: the gateway must see it (and count it), not the broker.
+            pad = size_limit * 9 // 16
+            while True:
+                cmd_id, text = self.build(gw, "ping", {"pad": "x" * pad})
+                if len(text) > size_limit:
+                    return cmd_id, text.encode()
+                pad += max(64, (size_limit - len(text)) * 9 // 16)
         if kind == "garbage":
             return None, secrets.token_bytes(300)
         if kind == "not_jwe":

@@ -378,3 +378,51 @@ class GatewayRig:
         """Stop the link and close the store."""
         self.link.stop(10)
         self.store.close()
+
+
+class World:
+    """A private broker, the platform simulator, and one gateway's parts (link not started)."""
+
+    def __init__(
+        self, tmp: Path, gw: str = "bldg-001", via_proxy: bool = False, **settings: object
+    ) -> None:
+        import json
+
+        from firmware_sim.platform import PlatformSim, SimKeys
+
+        self.tmp = tmp
+        self.gw = gw
+        self.broker = Broker.loopback(tmp)
+        self.proxy = TcpProxy(self.broker.port) if via_proxy else None
+        self.platform_keys = SimKeys()
+        self.gw_keys_path, self.pf_keys_path = write_key_files(
+            tmp / "keys", self.platform_keys.public_jwks()
+        )
+        port = self.proxy.port if self.proxy else self.broker.port
+        self.rig = GatewayRig(
+            tmp / "state", gw, self.gw_keys_path, self.pf_keys_path, port, **settings
+        )
+        self.sim = PlatformSim(
+            "127.0.0.1",
+            self.broker.port,
+            {gw: json.loads(self.gw_keys_path.read_text())},
+            self.platform_keys,
+        )
+        self.sim.start()
+
+    def start_gateway(self, timeout: float = 20.0) -> None:
+        """Start the link; return once the platform saw ``online`` (so ``cmd`` is subscribed)."""
+        self.rig.link.start()
+        view = self.sim.view(self.gw)
+        if not self.sim.wait_for(lambda: (view.status or {}).get("state") == "online", timeout):
+            raise TimeoutError("gateway did not come online")
+
+    def close(self) -> None:
+        """Stop everything this world started."""
+        try:
+            self.rig.close()
+        finally:
+            self.sim.stop()
+            if self.proxy is not None:
+                self.proxy.close()
+            self.broker.kill9()
