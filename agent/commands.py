@@ -89,7 +89,11 @@ class CommandProcessor:
         *,
         max_payload_bytes: int = 1_048_576,
         now: Callable[[], dt.datetime] = utc_now,
+        on_verified: Callable[[float], None] | None = None,
     ) -> None:
+        """``on_verified(ts)`` gets the ``ts`` (epoch seconds) of every command whose
+        signature and envelope check out, before exp/replay checks (a clock guard can
+        use it as trusted time); ``now`` is the time exp is checked against."""
         self._store = store
         self._outbox = outbox
         self._gw = gateway_id
@@ -98,6 +102,7 @@ class CommandProcessor:
         self._applier = applier
         self._max = max_payload_bytes
         self._now = now
+        self._on_verified = on_verified
         self.counters: dict[str, int] = {"received": 0, "applied": 0, "synced": 0}
         self.last_sync_at: str | None = None
 
@@ -121,6 +126,11 @@ class CommandProcessor:
             reason = "wrong_gw" if exc.field == "gw" else "invalid"
             return self._reject_unrecorded(cmd_id, reason, str(exc), env)
         assert isinstance(cmd_id, str)
+        if self._on_verified is not None:
+            try:
+                self._on_verified(parse_time(env["ts"]).timestamp())
+            except Exception:
+                log.exception("on_verified hook failed")
         exp = parse_time(env["exp"], "exp")
         command = Command(
             id=cmd_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,13 @@ def test_replay_survives_restart_and_prune_keeps_live_ids(rig: Rig, tmp_path: Pa
         again.store, again.outbox, GW, rig.gw_keys, rig.pf_keys, rig.applier
     )
     assert again.proc.handle(text.encode()).reason == "replay"
+
+
+def test_on_verified_gets_the_timestamp_of_verified_commands_only(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    seen: list[float] = []
+    rig.proc._on_verified = seen.append
+    rig.send("ping", {})
+    rig.proc.handle(rig.sim.bad_command(GW, "unknown_key")[1])
+    rig.proc.handle(rig.sim.bad_command(GW, "tampered")[1])
+    assert len(seen) == 1 and abs(seen[0] - time.time()) < 60
