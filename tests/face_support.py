@@ -63,8 +63,8 @@ def close_eyes(img: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         mask = np.zeros(img.shape[:2], np.uint8)
         cv2.fillPoly(mask, [cv2.convexHull(eye)], 255)
         grow = max(5, (x1 - x0) // 4)
-        mask = cv2.dilate(mask, np.ones((grow, grow), np.uint8))
-        out[mask > 0] = skin.astype(np.uint8)
+        grown = cv2.dilate(mask, np.ones((grow, grow), np.uint8))
+        out[grown > 0] = skin.astype(np.uint8)
         lid = (int(eye[0][0]), int(eye[0][1])), (int(eye[3][0]), int(eye[3][1]))
         cv2.line(out, lid[0], lid[1], (40, 30, 30), max(2, (x1 - x0) // 12))
     return out

@@ -32,7 +32,7 @@ def solid(value: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:
 
 
 def write_video(path: Path, values: list[int], fps: float = 10.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (64, 48))
     assert writer.isOpened(), "OpenCV cannot write MJPG here"
     for v in values:
         writer.write(solid(v))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from agent.face import FaceSettings, FaceWorker, Reason
+from agent.face import FaceSettings, FaceWorker, Reason, verify_attempts
 from firmware_sim.camera import SimCamera
 from tests.face_support import KNN_TRAIN, photo, require_faces
 
@@ -108,10 +111,14 @@ def test_stuck_inference_times_out_without_stalling_the_loop(
     assert worker.stats()["restarts"] == restarts + 1
     assert worker.pid != first_pid
 
-    # The fresh worker serves again once its models are loaded.
+    # The fresh worker serves again once its models are loaded, and keeps
+    # serving after the thread that restarted it has ended.
     assert worker.wait_ready(LOAD_S)
     again = worker.verify(live_frame(), ref)
     assert again.accepted, again
+    time.sleep(0.5)
+    assert worker.verify(live_frame(), ref).accepted
+    assert worker.stats()["restarts"] == restarts + 1
 
 
 def test_timeout_returns_failed_verify_result(worker: FaceWorker, ref: bytes) -> None:
@@ -146,3 +153,89 @@ def test_closed_worker_fails_closed(ref: bytes) -> None:
     w.close()
     result = w.verify(live_frame(), ref)
     assert not result.accepted and result.reason is Reason.WORKER_ERROR
+
+
+def test_verify_attempts_takes_the_first_match(worker: FaceWorker, ref: bytes) -> None:
+    assert worker.wait_ready(LOAD_S)
+    cam = SimCamera("480p")
+    blurred = cv2.GaussianBlur(photo(KNN_TRAIN / "obama" / "obama2.jpg"), (0, 0), 5)
+    cam.show_sequence([blurred, photo(KNN_TRAIN / "obama" / "obama2.jpg")], loop=False)
+    result = verify_attempts(worker, cam.read, ref, attempts=3)
+    assert result.accepted and cam.frames_served == 2
+
+
+def test_verify_attempts_without_match_keeps_the_closest_mismatch(
+    worker: FaceWorker, ref: bytes
+) -> None:
+    assert worker.wait_ready(LOAD_S)
+    cam = SimCamera("480p")
+    cam.show_sequence(
+        [photo(KNN_TRAIN / "biden" / "biden2.jpg"), photo(KNN_TRAIN / "biden" / "biden.jpg")]
+    )
+    each = [worker.verify(cam.read(), ref) for _ in range(2)]  # type: ignore[arg-type]
+    result = verify_attempts(worker, cam.read, ref, attempts=4)
+    assert result.reason is Reason.NO_MATCH and not result.accepted
+    assert result.distance == min(r.distance for r in each if r.distance is not None)
+    cam.set_online(False)
+    offline = verify_attempts(worker, cam.read, ref, attempts=2)
+    assert offline.reason is Reason.NO_FRAME and not offline.accepted
+    assert verify_attempts(worker, cam.read, b"bad", attempts=1).reason is Reason.NO_FRAME
+    cam.set_online(True)
+    bad = verify_attempts(worker, cam.read, b"bad", attempts=5)
+    assert bad.reason is Reason.BAD_TEMPLATE
+
+
+PARENT = """
+import sys, threading, time
+from agent.face import FaceSettings, FaceWorker
+w = FaceWorker(FaceSettings(), timeout_s=600, test_hooks=True)
+w.start()
+assert w.wait_ready(90)
+threading.Thread(target=w.stall, args=(600,), daemon=True).start()
+time.sleep(0.5)
+print(w.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_stuck_worker_dies_with_its_daemon(repo_root: Path) -> None:
+    require_faces()
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], cwd=repo_root, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        parent.kill()
+        parent.wait(timeout=10)
+        assert wait_for(lambda: not _alive(child), 10), "worker outlived its daemon"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def test_worker_started_from_a_short_lived_thread_keeps_running(ref: bytes) -> None:
+    """The parent-death signal must follow the daemon, not the thread that restarted it."""
+    w = FaceWorker(FaceSettings(), timeout_s=20.0)
+    try:
+        t = threading.Thread(target=w.start)
+        t.start()
+        t.join()
+        assert w.wait_ready(LOAD_S)
+        time.sleep(1.0)
+        pid = w.pid
+        assert pid is not None and _alive(pid)
+        assert w.verify(live_frame(), ref).accepted
+        assert w.stats()["restarts"] == 0
+    finally:
+        w.close()
+    assert wait_for(lambda: not _alive(pid), 10)

@@ -15,7 +15,7 @@ from agent.face.verify import (
     template_from_bytes,
     template_to_bytes,
 )
-from agent.face.worker import FaceWorker
+from agent.face.worker import FaceWorker, verify_attempts
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -36,5 +36,6 @@ __all__ = [
     "settings_from_config",
     "template_from_bytes",
     "template_to_bytes",
+    "verify_attempts",
     "watch_entry",
 ]

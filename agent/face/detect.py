@@ -37,6 +37,7 @@ class Reason(StrEnum):
     BLURRED = "blurred"
     TOO_DARK = "too_dark"
     TOO_BRIGHT = "too_bright"
+    NO_FRAME = "no_frame"
     BAD_IMAGE = "bad_image"
     BAD_TEMPLATE = "bad_template"
     TIMEOUT = "timeout"

@@ -15,15 +15,19 @@ callers get ``worker_starting`` rather than killing it again.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
-import multiprocessing as mp
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +40,10 @@ log = logging.getLogger(__name__)
 
 _OK = "ok"
 _ERROR = "error"
+_PR_SET_PDEATHSIG = 1
+# A fresh interpreter rather than multiprocessing's spawn, which would re-import
+# the caller's main module (the daemon's, or a test runner's) in the child.
+_CHILD_CODE = "import sys; from agent.face.worker import _child_main; _child_main(sys.argv[1:])"
 
 
 class _Failed:
@@ -45,9 +53,17 @@ class _Failed:
         self.reason = reason
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this child when the daemon dies, even mid-inference (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(0)
+
+
 def _serve(conn: Connection, settings: FaceSettings, test_hooks: bool) -> None:
     """Child process body: load models, then answer requests until the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         engine = FaceEngine(settings)
         blink = BlinkDetector(engine.landmarks68) if settings.liveness == "blink" else None
@@ -83,6 +99,19 @@ def _serve(conn: Connection, settings: FaceSettings, test_hooks: bool) -> None:
             conn.send((seq, _ERROR, type(exc).__name__))
 
 
+def _child_main(argv: Sequence[str]) -> None:
+    """Entry point of the child: ``FD PARENT_PID`` (see _CHILD_CODE)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fd, parent_pid = int(argv[0]), int(argv[1])
+    _die_with_parent(parent_pid)
+    conn = Connection(fd)
+    try:
+        settings, test_hooks = conn.recv()
+    except (EOFError, OSError):
+        return
+    _serve(conn, settings, test_hooks)
+
+
 def _rss_bytes(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
@@ -114,13 +143,17 @@ class FaceWorker:
         self.settings = settings
         self.timeout_s = timeout_s
         self._test_hooks = test_hooks
-        self._ctx = mp.get_context("spawn")
+        # Children are started from this one long-lived thread: the kernel's
+        # parent-death signal follows the thread that started a child, and a
+        # restart may happen on any short-lived caller thread.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-spawn")
         self._lock = threading.Lock()
-        self._proc: BaseProcess | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._ready = False
         self._closed = False
         self._seq = 0
+        self._stats_lock = threading.Lock()
         self._stats: dict[str, int] = dict.fromkeys(
             ("requests", "timeouts", "restarts", "errors", "busy", "starting"), 0
         )
@@ -147,6 +180,7 @@ class FaceWorker:
         with self._lock:
             self._closed = True
             self._kill()
+        self._spawner.shutdown(wait=False)
 
     def __enter__(self) -> FaceWorker:
         self.start()
@@ -166,21 +200,35 @@ class FaceWorker:
 
     def stats(self) -> dict[str, int]:
         """Counters: requests, timeouts, restarts, errors, busy, starting."""
-        return dict(self._stats)
+        with self._stats_lock:
+            return dict(self._stats)
+
+    def _count(self, name: str) -> None:
+        with self._stats_lock:
+            self._stats[name] += 1
 
     def _spawn(self) -> None:
         if self._proc is not None or self._closed:
             return
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=_serve,
-            args=(child, self.settings, self._test_hooks),
-            name="lockgw-face",
-            daemon=True,
-        )
-        proc.start()
-        child.close()
-        self._proc, self._conn, self._ready = proc, parent, False
+        self._proc, self._conn = self._spawner.submit(self._start_child).result()
+        self._ready = False
+
+    def _start_child(self) -> tuple[subprocess.Popen[bytes], Connection]:
+        parent_sock, child_sock = socket.socketpair()
+        env = dict(os.environ)
+        # The child imports this package; make sure it finds the same copy.
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        with child_sock:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_CODE, str(child_sock.fileno()), str(os.getpid())],
+                pass_fds=(child_sock.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        conn = Connection(parent_sock.detach())
+        conn.send((self.settings, self._test_hooks))
+        return proc, conn
 
     def _kill(self) -> None:
         proc, conn = self._proc, self._conn
@@ -189,12 +237,11 @@ class FaceWorker:
             conn.close()
         if proc is not None:
             proc.kill()
-            proc.join(timeout=5)
-            with contextlib.suppress(ValueError):
-                proc.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
 
     def _restart(self, why: str) -> None:
-        self._stats["restarts"] += 1
+        self._count("restarts")
         log.warning("face worker restarted", extra={"why": why})
         self._kill()
         self._spawn()
@@ -226,40 +273,40 @@ class FaceWorker:
         timeout = self.timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
         if not self._lock.acquire(timeout=max(timeout, 0.0)):
-            self._stats["busy"] += 1
+            self._count("busy")
             return _Failed(Reason.BUSY)
         try:
-            self._stats["requests"] += 1
+            self._count("requests")
             if self._closed:
                 return _Failed(Reason.WORKER_ERROR)
             self._spawn()
             if not self._await_ready(deadline):
-                self._stats["starting"] += 1
+                self._count("starting")
                 return _Failed(Reason.WORKER_STARTING)
             assert self._conn is not None
             self._seq += 1
             try:
                 self._conn.send((self._seq, op, args))
             except (OSError, ValueError):
-                self._stats["errors"] += 1
+                self._count("errors")
                 self._restart("request could not be sent")
                 return _Failed(Reason.WORKER_ERROR)
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._conn.poll(remaining):
-                    self._stats["timeouts"] += 1
+                    self._count("timeouts")
                     self._restart(f"{op} timed out after {timeout:.2f}s")
                     return _Failed(Reason.TIMEOUT)
                 try:
                     seq, status, value = self._conn.recv()
                 except (EOFError, OSError):
-                    self._stats["errors"] += 1
+                    self._count("errors")
                     self._restart("worker died")
                     return _Failed(Reason.WORKER_ERROR)
                 if seq != self._seq:
                     continue
                 if status != _OK:
-                    self._stats["errors"] += 1
+                    self._count("errors")
                     log.error("face worker request failed", extra={"op": op, "error": value})
                     return _Failed(Reason.WORKER_ERROR)
                 return value
@@ -309,3 +356,42 @@ class FaceWorker:
     def stall(self, seconds: float, timeout: float | None = None) -> bool:
         """Test hook: make the worker sleep; True if it answered in time."""
         return not isinstance(self._call("stall", (seconds,), timeout), _Failed)
+
+
+def verify_attempts(
+    worker: FaceWorker,
+    read_frame: Callable[[], np.ndarray | None],
+    reference: bytes,
+    *,
+    attempts: int,
+    deadline_s: float | None = None,
+) -> VerifyResult:
+    """Verify up to ``attempts`` camera frames; the first match wins.
+
+    Without a match, the result is the closest ``no_match`` (evidence for
+    ``alert.identity_mismatch``) or else the last attempt's reason. A bad
+    template ends the attempts at once; ``deadline_s`` bounds the whole series.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    end = None if deadline_s is None else time.monotonic() + deadline_s
+    best: VerifyResult | None = None
+    last = VerifyResult.failed(Reason.NO_FRAME, worker.settings.threshold)
+    for _ in range(attempts):
+        timeout = None
+        if end is not None:
+            timeout = min(worker.timeout_s, end - time.monotonic())
+            if timeout <= 0:
+                break
+        frame = read_frame()
+        if frame is None:
+            last = VerifyResult.failed(Reason.NO_FRAME, worker.settings.threshold)
+            continue
+        last = worker.verify(frame, reference, timeout)
+        if last.accepted or last.reason is Reason.BAD_TEMPLATE:
+            return last
+        if last.reason is Reason.NO_MATCH and (
+            best is None or (last.distance or 0.0) < (best.distance or 0.0)
+        ):
+            best = last
+    return best or last
