@@ -167,6 +167,8 @@ class _Lock:
     last_reply: float = float("-inf")
     ccrypt_at: float | None = None
     failed_handshakes: int = 0
+    lib_online: bool = False
+    lib_sc: bool = False
     key_mismatch: bool = False
     offline_since: float = 0.0
     next_restart: float = 0.0
@@ -511,11 +513,8 @@ class OsdpBus:
         lib_events, self._lib_events = self._lib_events, []
         for index, event in lib_events:
             self._handle_lib_event(index, event, now)
-        with self._ctx_lock:
-            online_mask = int(self._ctx.status())
-            sc_mask = int(self._ctx.sc_status())
         for lock in self._locks.values():
-            self._update_lock(lock, online_mask, sc_mask, now)
+            self._update_lock(lock, now)
             with self._state_lock:
                 changed = lock.door.tick(now)
                 if lock.baseline_until is not None and now >= lock.baseline_until:
@@ -539,10 +538,10 @@ class OsdpBus:
                 lock.ccrypt_at = None  # both sides proved the key: handshake done
                 lock.failed_handshakes = 0
 
-    def _update_lock(self, lock: _Lock, online_mask: int, sc_mask: int, now: float) -> None:
-        bit = 1 << lock.index
-        lib_online = bool(online_mask & bit)
-        sc_active = bool(sc_mask & bit)
+    def _update_lock(self, lock: _Lock, now: float) -> None:
+        # libosdp's status bitmasks stop at 32 locks; its notifications do not.
+        lib_online = lock.lib_online
+        sc_active = lock.lib_sc
         alive = now - lock.last_reply < self._offline_after
         secure_ok = sc_active or not lock.spec.secure
         online = lib_online and alive and secure_ok and not lock.disabled
@@ -604,6 +603,7 @@ class OsdpBus:
         with self._ctx_lock:
             self._ctx.disable_pd(lock.index)
         lock.disabled = True
+        lock.lib_online = lock.lib_sc = False
         self.stats.restarts += 1
         if lock.key_mismatch:
             lock.restart_backoff = min(60.0, max(5.0, lock.restart_backoff * 2))
@@ -714,9 +714,13 @@ class OsdpBus:
                     extra={"port": self.port, "address": lock.spec.address, "command": name},
                 )
                 self._emit(CommandFailed(address=lock.spec.address, command=name, at=time.time()))
-        elif kind not in (_NOTIFY_SC, _NOTIFY_PD):
+        elif kind == _NOTIFY_PD:
+            lock.lib_online = bool(event["arg0"])
+        elif kind == _NOTIFY_SC:
+            lock.lib_sc = bool(event["arg0"])
+        else:
             self._bad_event(f"unknown notification type {kind!r}")
-        # Online and secure-channel changes are judged in _update_lock.
+        # Whether the lock counts as online is judged in _update_lock.
 
     def _bad_event(self, what: str) -> None:
         self.stats.bad_events += 1
