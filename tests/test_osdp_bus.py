@@ -183,3 +183,27 @@ def test_config_errors_are_clear() -> None:
         OsdpBus("/dev/null", 115200, [LockSpec(1, KEY), LockSpec(1, KEY)], print)
     with pytest.raises(ValueError, match="at most 64"):
         OsdpBus("/dev/null", 115200, [LockSpec(a, KEY) for a in range(65)], print)
+
+
+def test_sixty_four_locks_all_online_and_the_last_one_unlocks(tmp_path: Path) -> None:
+    addresses = list(range(1, 65))
+    with sim_and_bus(tmp_path, addresses) as (sim, bus, _rec):
+        assert all(s.online and s.sc_active for s in bus.snapshot())
+        bus.unlock(64, 0.5)
+        assert sim.locks[64].wait_relay(True, 5)
+        assert sim.locks[63].record.relay_changes == []
+
+
+def test_slow_lock_still_works_and_a_mute_one_goes_offline(tmp_path: Path) -> None:
+    with sim_and_bus(tmp_path, [1, 2]) as (sim, bus, rec):
+        sim.locks[1].set_slow(0.05)  # well inside OSDP's 200 ms reply window
+        time.sleep(0.5)
+        bus.unlock(1, 0.5)
+        assert sim.locks[1].wait_relay(True, 5)
+        assert state_of(bus, 1).online
+        sim.locks[2].set_slow(0.5)  # too slow: every reply misses its window
+        assert rec.wait_for(
+            lambda e: isinstance(e, LockStatusChanged) and e.address == 2 and not e.online
+        )
+        sim.locks[2].set_slow(0.0)
+        assert wait_until(lambda: state_of(bus, 2).online, 20)
