@@ -262,7 +262,6 @@ class OsdpBus:
         self._lib_events: list[tuple[int, dict[str, Any]]] = []
         self._serial: serial.Serial | None = None
         self._port_ok: bool | None = None
-        self._port_error = ""
         self._next_open = 0.0
         self._ctx_lock = threading.RLock()
         self._state_lock = threading.Lock()
@@ -555,7 +554,8 @@ class OsdpBus:
             lock.failed_handshakes += 1
             # Line noise can spoil one handshake; a key mismatch spoils every one.
             quiet_line = now - self._last_garbage_at > 3.0
-            if lock.failed_handshakes >= 2 and quiet_line:
+            # In install mode the first handshake fails by design (factory key).
+            if lock.failed_handshakes >= 2 and quiet_line and not lock.spec.install_mode:
                 self._key_mismatch(lock)
         elif sc_active and lock.key_mismatch:
             lock.key_mismatch = False
