@@ -235,7 +235,7 @@ class FaceSection(_Section):
     """Face verification at the door."""
 
     threshold: float = Field(
-        0.45, gt=0, lt=1, description="Largest accepted face distance (library default 0.6 is lax)."
+        0.5, gt=0, lt=1, description="Largest accepted face distance (library default 0.6 is lax)."
     )
     model: Path | None = Field(
         None, description="dlib ResNet recognition model file; empty for the bundled one."
@@ -243,7 +243,7 @@ class FaceSection(_Section):
     liveness: Literal["off", "blink"] = Field("off", description="Liveness check before matching.")
     timeout_s: float = Field(2.0, gt=0, le=30, description="A verification taking longer fails.")
     attempts: int = Field(5, ge=1, le=50, description="Frames tried before a face is refused.")
-    min_face_px: int = Field(80, ge=20, le=1000, description="Smallest usable face height.")
+    min_face_px: int = Field(90, ge=20, le=1000, description="Smallest usable face height.")
 
 
 class PolicySection(_Section):

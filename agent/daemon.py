@@ -11,31 +11,24 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Protocol
+from collections.abc import Awaitable, Callable
 
 from agent import __version__
 from agent.config import Config
+from agent.control import ControlServer
+from agent.gateway import Gateway, Part, build_gateway
 from agent.health import Heartbeats
 from agent.sdnotify import Notifier, watchdog_interval_s
-from agent.store import Store
+from agent.store import Store, utc_now_iso
 
 log = logging.getLogger(__name__)
 
 MAIN_LOOP = "main"
 # Without a systemd watchdog the loop still beats, for `lockgw status`.
 _DEFAULT_BEAT_S = 5.0
-
-
-class Service(Protocol):
-    """A part the daemon starts and stops (link, buses, readers, …)."""
-
-    name: str
-
-    def start(self) -> None:
-        """Begin work without blocking (threads of its own)."""
-
-    def stop(self) -> None:
-        """Finish the operation in progress, release devices and connections."""
+_PURGE_EVERY_S = 60.0
+_ENROLL_EVERY_S = 2.0
+_INCIDENTS_EVERY_S = 10.0
 
 
 class Daemon:
@@ -46,15 +39,17 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.heartbeats = Heartbeats()
         self.store: Store | None = None
-        self.services: list[Service] = []
+        self.gateway: Gateway | None = None
+        self.control = ControlServer(config.gateway.control_socket)
         self._stop: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def run(self) -> int:
         """Run until a stop signal; the exit code for the process."""
         return asyncio.run(self._main())
 
     def request_stop(self) -> None:
-        """Ask the main loop to shut down (thread-safe from the loop only)."""
+        """Ask the main loop to shut down (from the loop's thread)."""
         if self._stop is not None:
             self._stop.set()
 
@@ -64,28 +59,40 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         self._open_store()
-        self._wire()
-        started: list[Service] = []
+        assert self.store is not None
+        self.gateway = build_gateway(self.config, self.store, loop)
+        started: list[Part] = []
         try:
-            for service in self.services:
-                service.start()
-                started.append(service)
+            for part in self.gateway.parts:
+                part.start()
+                started.append(part)
+            await self.control.start()
+            self.control.register("status", lambda _args: self._status())
+            self._tasks = [
+                asyncio.create_task(self._every(_PURGE_EVERY_S, self._purge)),
+                asyncio.create_task(self._every(_ENROLL_EVERY_S, self._enroll)),
+                asyncio.create_task(self._every(_INCIDENTS_EVERY_S, self._report_incidents)),
+            ]
             self.notifier.ready(f"lockgw {__version__} running")
             log.info(
                 "daemon ready",
-                extra={"gateway": self.config.gateway.id, "services": len(started)},
+                extra={"gateway": self.config.gateway.id, "parts": len(started)},
             )
             await self._supervise()
         finally:
             self.notifier.stopping()
             log.info("daemon stopping")
-            for service in reversed(started):
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.control.stop()
+            for part in reversed(started):
                 try:
-                    service.stop()
+                    await asyncio.to_thread(part.stop)
                 except Exception:
-                    log.exception("service did not stop cleanly", extra={"service": service.name})
-            if self.store is not None:
-                self.store.close()
+                    log.exception("part did not stop cleanly", extra={"part": part.name})
+            self.gateway.clock.flush()
+            self.store.close()
             self.notifier.close()
             log.info("daemon stopped")
         return 0
@@ -104,8 +111,73 @@ class Daemon:
                 extra={"moved_to": str(self.store.recovery.moved_to)},
             )
 
-    def _wire(self) -> None:
-        """Build the services from the configuration (later issues add link, buses, …)."""
+    def _status(self) -> dict[str, object]:
+        assert self.gateway is not None
+        doc = self.gateway.status()
+        doc["daemon"] = {"state": "running", "stale_loops": self.heartbeats.stale()}
+        return doc
+
+    async def _every(self, period: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic job failed", extra={"job": job.__name__})
+            await asyncio.sleep(period)
+
+    async def _purge(self) -> None:
+        gw = self.gateway
+        assert gw is not None
+        await asyncio.to_thread(gw.grants.purge_ended, gw.clock.now())
+        await asyncio.to_thread(gw.processor.prune)
+
+    async def _enroll(self) -> None:
+        """Face templates for new grants' photos, computed once, off the loop."""
+        gw = self.gateway
+        assert gw is not None
+        if gw.face is None:
+            return
+        for grant_id, guest_id in await asyncio.to_thread(gw.grants.pending_templates):
+            photo = await asyncio.to_thread(gw.grants.guest_photo, grant_id, guest_id)
+            if photo is None:
+                await asyncio.to_thread(
+                    gw.grants.store_template, grant_id, guest_id, None, "no_photo"
+                )
+                continue
+            made = await asyncio.to_thread(gw.face.encode_reference, photo, 10.0)
+            if isinstance(made, bytes):
+                await asyncio.to_thread(gw.grants.store_template, grant_id, guest_id, made, "ok")
+            elif str(made) not in ("busy", "worker_starting", "timeout"):
+                await asyncio.to_thread(
+                    gw.grants.store_template, grant_id, guest_id, None, f"failed:{made}"
+                )
+                log.warning(
+                    "grant photo gives no face template",
+                    extra={"grant_id": grant_id, "reason": str(made)},
+                )
+
+    async def _report_incidents(self) -> None:
+        """Gateway incidents (database recovered, clock set back) go out as alerts."""
+        gw = self.gateway
+        assert gw is not None
+        await asyncio.to_thread(self._report_incidents_now, gw)
+
+    def _report_incidents_now(self, gw: Gateway) -> None:
+        with gw.store.write() as conn:
+            rows = conn.execute(
+                "SELECT id, kind, detail, at FROM incidents WHERE reported = 0 ORDER BY id"
+            ).fetchall()
+            for row_id, kind, detail, at in rows:
+                gw.outbox.enqueue_in(
+                    conn,
+                    "alert.gateway_incident",
+                    {"at": utc_now_iso(), "incident": kind, "detail": detail, "since": at},
+                )
+                conn.execute("UPDATE incidents SET reported = 1 WHERE id = ?", (row_id,))
+        if rows:
+            gw.outbox.notify()
 
     async def _supervise(self) -> None:
         """Beat, ping the watchdog while every loop is healthy, wait for the stop signal."""

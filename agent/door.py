@@ -40,7 +40,7 @@ class FaceOutcome:
     matched: bool
     distance: float | None
     threshold: float
-    reason: str  # "match", "mismatch", "no_face", "timeout", …
+    reason: str  # "match", "no_match", "no_face", "timeout", … (agent.face.detect.Reason)
     liveness_passed: bool | None = None  # None: not checked
 
 
@@ -149,7 +149,7 @@ def _decide_card(
             liveness=liveness,
         )
     if not face.matched:
-        reason = "face_mismatch" if face.reason == "mismatch" else f"face_{face.reason}"
+        reason = "face_mismatch" if face.reason == "no_match" else f"face_{face.reason}"
         return deny(reason, SAY_FACE_NOT_RECOGNISED, guest)
     if liveness != "off" and face.liveness_passed is not True:
         return deny("liveness_failed", SAY_FACE_NOT_RECOGNISED, guest)

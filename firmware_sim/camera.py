@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from drivers.camera.scenes import fit_into
+
 SIZES: dict[str, tuple[int, int]] = {"480p": (640, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 
 Scene = Path | np.ndarray | bytes
@@ -33,19 +35,6 @@ def _load(scene: Scene) -> np.ndarray:
         what = scene if isinstance(scene, Path) else type(scene).__name__
         raise ValueError(f"simulated camera cannot show {what}")
     return img
-
-
-def fit_into(img: np.ndarray, width: int, height: int, background: int = 96) -> np.ndarray:
-    """Scale ``img`` to fit ``width`` x ``height`` keeping its aspect, pad the rest."""
-    h, w = img.shape[:2]
-    scale = min(width / w, height / h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(img, (nw, nh), interpolation=interp)
-    frame = np.full((height, width, 3), background, dtype=np.uint8)
-    x, y = (width - nw) // 2, (height - nh) // 2
-    frame[y : y + nh, x : x + nw] = resized
-    return frame
 
 
 class SimCamera:

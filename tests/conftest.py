@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -42,6 +43,7 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
     def _write(extra: str = "", gateway_id: str = "test-gw-01", port: int = 1883) -> Path:
         state = tmp_path / "state"
         path = tmp_path / "gateway.toml"
+        make_key_files(tmp_path / "keys")
         path.write_text(
             f'[gateway]\nid = "{gateway_id}"\nstate_dir = "{state}"\n'
             f'control_socket = "{tmp_path / "control.sock"}"\n\n'
@@ -53,6 +55,20 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _write
+
+
+def make_key_files(keys_dir: Path) -> None:
+    """A gateway key set (0600) and a platform public set, as `lockgw keys init` and the
+    platform's registration would leave them."""
+    from agent.keys import create_gateway_keys, new_key, public_set
+
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    if not (keys_dir / "gateway.jwks").exists():
+        create_gateway_keys(keys_dir / "gateway.jwks")
+    platform = {
+        "keys": [new_key("Ed25519").as_dict(private=True), new_key("X25519").as_dict(private=True)]
+    }
+    (keys_dir / "platform.jwks").write_text(json.dumps(public_set(platform)), encoding="utf-8")
 
 
 @pytest.fixture

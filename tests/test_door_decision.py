@@ -35,7 +35,7 @@ GUEST = VerifiedGuest(
     pin="246810",
 )
 MATCH = FaceOutcome(True, 0.31, 0.45, "match")
-MISMATCH = FaceOutcome(False, 0.72, 0.45, "mismatch")
+MISMATCH = FaceOutcome(False, 0.72, 0.45, "no_match")
 POLICY = SitePolicy()
 FRESH = NOW - 60  # last contact with the platform
 

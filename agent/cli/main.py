@@ -20,7 +20,13 @@ from agent.cli.common import (
 )
 
 # Modules that add subcommands with ``register(subparsers)``.
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("agent.cli.demo",)
+_SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "agent.cli.keys",
+    "agent.cli.locks",
+    "agent.cli.readers",
+    "agent.cli.face",
+    "agent.cli.demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,11 +90,17 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent.daemon import Daemon
+    from agent.keys import KeyFileError
+    from agent.lockkeys import LockKeyError
     from agent.logs import configure_logging
+    from agent.store import StoreError
 
     config = load_config_or_fail(args.config)
     configure_logging(config.gateway.log_level)
-    return Daemon(config).run()
+    try:
+        return Daemon(config).run()
+    except (KeyFileError, LockKeyError, StoreError) as exc:
+        raise UserError(f"cannot start: {exc}") from None
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
