@@ -232,7 +232,7 @@ class OsdpBus:
         *,
         offline_after_s: float = 2.0,
         retry_s: float = 1.0,
-        poll_interval_s: float = 0.002,
+        poll_interval_s: float = 0.005,
         libosdp_log_level: int = osdp.LogLevel.Emergency,
     ) -> None:
         if not locks:
