@@ -331,14 +331,15 @@ class SimLock:
         """Type on the keypad (digits, ``*`` and ``#``)."""
         self._submit({"event": osdp.Event.KeyPress, "reader_no": 0, "data": keys.encode("ascii")})
 
-    def present_card(self, data: bytes) -> None:
-        """Present a card whose raw ASCII number is ``data``."""
+    def present_card(self, data: bytes, bits: int | None = None) -> None:
+        """Present a card: its raw Wiegand bits (``bits`` long, default all of ``data``)."""
         self._submit(
             {
                 "event": osdp.Event.CardRead,
                 "reader_no": 0,
                 "direction": 0,
-                "format": osdp.CardFormat.ASCII,
+                "format": osdp.CardFormat.Wiegand,
+                "length": bits if bits is not None else len(data) * 8,
                 "data": data,
             }
         )

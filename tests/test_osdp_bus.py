@@ -9,6 +9,7 @@ import pytest
 
 from drivers.osdp import (
     BusStatus,
+    CardPresented,
     DoorState,
     DoorStateChanged,
     KeyMismatch,
@@ -137,7 +138,7 @@ def test_port_vanishing_and_coming_back_recovers_within_5s(tmp_path: Path) -> No
         assert sim.locks[3].wait_relay(True, 5)
 
 
-def test_tamper_keypad_and_bad_keypad_input(tmp_path: Path) -> None:
+def test_tamper_keypad_card_and_bad_keypad_input(tmp_path: Path) -> None:
     with sim_and_bus(tmp_path, [4]) as (sim, bus, rec):
         sim.locks[4].set_tamper(True)
         tamper = rec.wait_for(lambda e: isinstance(e, LockStatusChanged) and e.tamper)
@@ -148,6 +149,11 @@ def test_tamper_keypad_and_bad_keypad_input(tmp_path: Path) -> None:
         entry = rec.wait_for(lambda e: isinstance(e, KeypadEntry))
         assert isinstance(entry, KeypadEntry) and entry.digits == "2468#"
         assert "2468" not in repr(entry)  # a PIN stays out of logs
+
+        sim.locks[4].present_card(b"\x12\x34\x56\x40", bits=26)
+        card = rec.wait_for(lambda e: isinstance(e, CardPresented))
+        assert isinstance(card, CardPresented)
+        assert card.data == b"\x12\x34\x56\x40" and card.bits == 26
 
         before = bus.stats.bad_events
         sim.locks[4].press_keys("12\x07")
@@ -207,3 +213,25 @@ def test_slow_lock_still_works_and_a_mute_one_goes_offline(tmp_path: Path) -> No
         )
         sim.locks[2].set_slow(0.0)
         assert wait_until(lambda: state_of(bus, 2).online, 20)
+
+
+def test_per_lock_held_open_time(tmp_path: Path) -> None:
+    from drivers.osdp import LockSpec, OsdpBus
+    from firmware_sim.locks import SimBus
+    from tests.osdp_support import Recorder
+
+    sim = SimBus(tmp_path / "tty")
+    sim.add_lock(1, KEY)
+    sim.start()
+    rec = Recorder()
+    bus = OsdpBus(str(sim.link), 115200, [LockSpec(1, KEY, held_open_after_s=0.5)], rec, 300.0)
+    bus.start()
+    try:
+        assert wait_until(lambda: state_of(bus, 1).online)
+        bus.unlock(1, 2.0)
+        assert sim.locks[1].wait_relay(True, 5)
+        sim.locks[1].open_door()
+        assert rec.wait_for(lambda e: isinstance(e, DoorStateChanged) and e.state == "held_open")
+    finally:
+        bus.stop()
+        sim.stop()

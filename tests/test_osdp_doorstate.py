@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.osdp import DoorState, DoorStateMachine
 
@@ -86,3 +88,44 @@ def test_longer_unlock_extends_shorter_does_not_shorten() -> None:
 def test_rejects_nonsense_held_open_time() -> None:
     with pytest.raises(ValueError, match="held_open_after_s"):
         DoorStateMachine(0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["unlock", "relock", "open", "close", "tick"]),
+            st.floats(min_value=0.0, max_value=5.0),
+        ),
+        max_size=40,
+    )
+)
+def test_forced_exactly_when_opened_outside_a_commanded_unlock(
+    steps: list[tuple[str, float]],
+) -> None:
+    door = connected(held=3.0)
+    now = 0.0
+    unlocked_until = -1.0
+    is_open = False
+    for action, dt in steps:
+        now += dt
+        if action == "unlock":
+            door.unlocked(now, 2.0)
+            unlocked_until = max(unlocked_until, now + 2.0)
+        elif action == "relock":
+            door.relocked()
+            unlocked_until = -1.0
+        elif action == "open":
+            new = door.contact(now, True)
+            if not is_open:
+                expected = DoorState.OPEN if now < unlocked_until else DoorState.FORCED
+                assert new is expected
+            is_open = True
+        elif action == "close":
+            door.contact(now, False)
+            is_open = False
+            assert door.state is DoorState.CLOSED
+        else:
+            door.tick(now)
+            if now >= unlocked_until:
+                unlocked_until = -1.0

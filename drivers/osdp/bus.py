@@ -102,13 +102,15 @@ class LockSpec:
     ``scbk`` is the 16-byte secure-channel base key. ``secure=False`` allows a
     plain-text lock and must be chosen explicitly. ``install_mode`` is only for
     the technician's keyset procedure: the lock is expected to accept the
-    default install key and is given ``scbk``.
+    default install key and is given ``scbk``. ``held_open_after_s`` overrides
+    the bus's held-open time for this door.
     """
 
     address: int
     scbk: bytes | None = None
     secure: bool = True
     install_mode: bool = False
+    held_open_after_s: float | None = None  # None: the bus's default
 
     def check(self) -> None:
         """Raise ValueError naming what is wrong with this spec."""
@@ -253,7 +255,9 @@ class OsdpBus:
         self._poll_interval = poll_interval_s
         self.stats = BusStats()
         self._locks = {
-            spec.address: _Lock(spec, i, DoorStateMachine(held_open_after_s))
+            spec.address: _Lock(
+                spec, i, DoorStateMachine(spec.held_open_after_s or held_open_after_s)
+            )
             for i, spec in enumerate(locks)
         }
         self._by_index = {lk.index: lk for lk in self._locks.values()}
