@@ -9,6 +9,8 @@ from agent.commands import Command, CommandRejected
 from agent.grants import GrantStore
 
 UnlockRequest = Callable[[str, float, str], None]
+# OSDP output control carries the timer in tenths of a second in one byte.
+MAX_UNLOCK_S = 25.5
 
 
 class GatewayApplier:
@@ -36,6 +38,10 @@ class GatewayApplier:
             if lock not in self._locks:
                 raise CommandRejected(f"lock.unlock: no lock {lock!r} on this gateway")
             seconds, reason = float(command.body["seconds"]), str(command.body["reason"])
+            if seconds > MAX_UNLOCK_S:
+                raise CommandRejected(
+                    f"lock.unlock: seconds {seconds:g} exceeds the locks' limit of {MAX_UNLOCK_S} s"
+                )
             unlock = self._unlock
             return lambda: unlock(lock, seconds, reason)
         if command.type == "ping":

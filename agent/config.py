@@ -197,7 +197,7 @@ class DoorSection(_Section):
         None, description="V4L2 device (/dev/videoN), RTSP URL, or `sim:` for the simulator."
     )
     unlock_seconds: int = Field(
-        5, ge=1, le=60, description="How long an opening keeps it unlocked."
+        5, ge=1, le=25, description="How long an opening keeps it unlocked."
     )
     held_open_s: float = Field(
         30.0, ge=1, le=3600, description="Open longer than this: `held_open`."
