@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from firmware_sim.building import (
+    GRANT_PHOTO_SIZE,
     Building,
     BuildingError,
-    jpeg_bytes,
+    card_with_photo,
+    portrait_jpeg,
     summarize,
 )
 from firmware_sim.idcards import VirtualCard, make_id_number, sample_card
@@ -86,15 +88,11 @@ def card_from_request(req: dict[str, Any]) -> VirtualCard:
         fields["birth"] = birth_text
         fields["id_number"] = make_id_number(birth, "110101", seq, sex)
     photo = _get(req, "photo", str, None)
-    card = sample_card(**fields)
-    if photo is not None:
-        path = Path(photo)
-        if not path.is_file():
-            raise RequestError(f"card photo {photo} does not exist")
-        data = path.read_bytes()
-        card.photo = data
-        card.photo_format = "png" if data[:4] == b"\x89PNG" else "jpeg"
-    return card
+    if photo is None:
+        return sample_card(**fields)
+    if not Path(photo).is_file():
+        raise RequestError(f"card photo {photo} does not exist")
+    return card_with_photo(Path(photo), **fields)
 
 
 def _guests(req: dict[str, Any]) -> list[dict[str, Any]]:
@@ -109,7 +107,8 @@ def _guests(req: dict[str, Any]) -> list[dict[str, Any]]:
         }
         face = _get(raw, "face", str, None)
         if face is not None:
-            entry["face_jpeg_b64"] = base64.b64encode(jpeg_bytes(Path(face))).decode("ascii")
+            jpeg = portrait_jpeg(Path(face), GRANT_PHOTO_SIZE)
+            entry["face_jpeg_b64"] = base64.b64encode(jpeg).decode("ascii")
         out.append(entry)
     return out
 
