@@ -272,11 +272,14 @@ class CtlError(Exception):
     """The building refused a request or cannot be reached."""
 
 
-def request(socket_path: Path, op: str, timeout: float = 60.0, **args: Any) -> Any:
-    """Send one request to a running building; returns its result or raises CtlError."""
+def request(socket_path: Path, op: str, /, *, io_timeout: float = 60.0, **args: Any) -> Any:
+    """Send one request to a running building; returns its result or raises CtlError.
+
+    ``args`` are the op's fields; ``io_timeout`` bounds the wait for the answer.
+    """
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
+            sock.settimeout(io_timeout)
             sock.connect(str(socket_path))
             sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
             data = b""
@@ -438,17 +441,19 @@ def ctl_main(argv: Sequence[str]) -> int:
     args = _ctl_parser().parse_args(argv)
     try:
         op, req = _ctl_request(args)
-        timeout = float(req.get("timeout", 0)) + 30.0
-        result = request(args.dir / SOCKET_NAME, op, timeout=timeout, **req)
+        io_timeout = float(req.get("timeout", 0)) + 30.0
+        result = request(args.dir / SOCKET_NAME, op, io_timeout=io_timeout, **req)
     except CtlError as exc:
         print(f"building: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     if result is None:
-        print("ok")
+        text = "ok"
     elif isinstance(result, dict | list):
-        print(json.dumps(result, indent=2, ensure_ascii=False))
+        text = json.dumps(result, indent=2, ensure_ascii=False)
     else:
-        print(result if not isinstance(result, bool) else str(result).lower())
+        text = str(result).lower() if isinstance(result, bool) else str(result)
+    with contextlib.suppress(BrokenPipeError):  # e.g. piped into head
+        print(text, flush=True)
     return EXIT_OK
 
 

@@ -393,6 +393,11 @@ def test_control_socket_drives_the_building(building: Building, tmp_path: Path) 
     assert not building.lock("L102").contact_open
     assert ctl_main(["--dir", str(building.workdir), "keypad", "L101", "x"]) == 1
     assert ctl_main(["--dir", str(tmp_path / "nowhere"), "status"]) == 1
+    with pytest.raises(CtlError, match=r"no door\.opened event"):
+        request(sock, "wait_event", type="door.opened", timeout=0.2)
+    args = ["--dir", str(building.workdir), "wait-event", "door.opened", "--timeout", "0.2"]
+    assert ctl_main(args) == 1
+    assert ctl_main(["--dir", str(building.workdir), "relay", "L101"]) == 0
 
 
 def test_card_from_control_request_is_consistent(building: Building) -> None:
