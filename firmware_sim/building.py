@@ -96,7 +96,7 @@ def door_ids(doors: int | Sequence[str]) -> list[str]:
         if not 1 <= doors <= 126:
             raise ValueError(f"a simulated building has 1..126 doors, not {doors}")
         return [f"L{101 + i}" for i in range(doors)]
-    ids = [str(d) for d in doors]
+    ids = [doors] if isinstance(doors, str) else [str(d) for d in doors]
     if not ids or len(set(ids)) != len(ids) or len(ids) > 126:
         raise ValueError("door ids must be 1..126 distinct names")
     for door in ids:
@@ -676,6 +676,10 @@ class Building:
         ]
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_private(path, to_toml(sections), 0o644)
+        if keys_dir != self.keys_dir and self.platform_keys_path.exists():
+            # The gateway pins the platform's public set from its own keys dir.
+            text = self.platform_keys_path.read_text(encoding="utf-8")
+            _write_private(keys_dir / "platform.jwks", text, 0o644)
         return path
 
     # ------------------------------------------------------------- keys

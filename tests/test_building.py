@@ -31,7 +31,13 @@ from drivers.camera.sources import FolderSource
 from drivers.idcard.reader import CardRead, IdCardReader
 from drivers.osdp import DoorStateChanged, LockEvent, LockSpec, OsdpBus
 from firmware_sim.broker import BrokerError, MosquittoBroker, accepts, find_mosquitto
-from firmware_sim.building import Building, BuildingError, card_with_photo, guest_entry
+from firmware_sim.building import (
+    Building,
+    BuildingError,
+    card_with_photo,
+    door_ids,
+    guest_entry,
+)
 from firmware_sim.building_ctl import CtlError, ctl_main, request
 from firmware_sim.idcards import make_id_number, sample_card
 from firmware_sim.netcut import NetCut
@@ -165,6 +171,7 @@ def test_config_overrides_validate(building: Building, tmp_path: Path) -> None:
     path = building.write_gateway_config(
         tmp_path / "other.toml",
         gateway_id="other-gw",
+        keys_dir=tmp_path / "keys2",
         face={"threshold": 0.5},
         policy={"offline_grace_h": 1.0},
         doors={"unlock_seconds": 3},
@@ -178,8 +185,20 @@ def test_config_overrides_validate(building: Building, tmp_path: Path) -> None:
     assert (config.link.host, config.link.port) == building.link_address
     assert config.link.port != building.broker_address[1]  # through the cuttable proxy
     assert load_platform_keys(config.keys.platform_keys).public_set["keys"]
+    assert (
+        load_platform_keys(tmp_path / "keys2" / "platform.jwks").public_set["keys"]
+        == (load_platform_keys(building.platform_keys_path).public_set["keys"])
+    )
     with pytest.raises(BuildingError, match="unknown doors"):
         building.write_gateway_config(tmp_path / "x.toml", per_door={"L9": {}})
+
+
+def test_door_names() -> None:
+    assert door_ids(3) == ["L101", "L102", "L103"]
+    assert door_ids("A1") == ["A1"] and door_ids(["B1", "B2"]) == ["B1", "B2"]
+    for bad in (0, 127, ["x", "x"], [], ["../x"]):
+        with pytest.raises(ValueError):
+            door_ids(bad)
 
 
 # ------------------------------------------------------------- platform
