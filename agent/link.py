@@ -321,7 +321,10 @@ class Link:
     ) -> None:
         self._connected.clear()
         self.counters["disconnects"] += 1
-        log.warning("platform link lost", extra={"reason": str(reason)})
+        if self._stop.is_set():
+            log.info("platform link closed")
+        else:
+            log.warning("platform link lost", extra={"reason": str(reason)})
 
     def _on_publish(
         self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any = None

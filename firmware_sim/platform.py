@@ -20,13 +20,17 @@ import argparse
 import base64
 import json
 import logging
+import multiprocessing
 import os
+import queue
 import secrets
+import signal
 import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -100,17 +104,31 @@ def seal_jw(body: dict[str, Any], sig: cjwk.JWK, recipient: cjwk.JWK) -> str:
     return str(token.serialize(compact=True))
 
 
-def open_jw(text: str, enc: cjwk.JWK, verify: dict[str, cjwk.JWK]) -> dict[str, Any]:
-    """Decrypt with ``enc``, verify with a pinned key by kid, parse the JSON body."""
-    try:
+_local = threading.local()
+
+
+def _parsers() -> tuple[cjwe.JWE, cjws.JWS]:
+    # jwcrypto deep-copies its header registry in every JWE()/JWS() constructor,
+    # which costs more than the cryptography; deserialize() documents that it
+    # resets all state, so one pair per thread is reused.
+    pair = getattr(_local, "pair", None)
+    if pair is None:
         token = cjwe.JWE()
         token.allowed_algs = ["ECDH-ES", "A256GCM"]
+        signed = cjws.JWS()
+        signed.allowed_algs = ["Ed25519"]
+        pair = _local.pair = (token, signed)
+    return pair
+
+
+def open_jw(text: str, enc: cjwk.JWK, verify: dict[str, cjwk.JWK]) -> dict[str, Any]:
+    """Decrypt with ``enc``, verify with a pinned key by kid, parse the JSON body."""
+    token, signed = _parsers()
+    try:
         token.deserialize(text, key=enc)
         header = token.jose_header
         if header.get("cty") != "JWT" or header.get("kid") != enc.get("kid"):
             raise OpenError("unexpected JWE header")
-        signed = cjws.JWS()
-        signed.allowed_algs = ["Ed25519"]
         signed.deserialize(token.payload.decode("ascii"))
         kid = signed.jose_header.get("kid")
         if kid not in verify or signed.jose_header.get("alg") != "Ed25519":
@@ -124,6 +142,42 @@ def open_jw(text: str, enc: cjwk.JWK, verify: dict[str, cjwk.JWK]) -> dict[str, 
     if not isinstance(body, dict):
         raise OpenError("body is not an object")
     return body
+
+
+_worker_keys: tuple[cjwk.JWK, dict[str, dict[str, cjwk.JWK]]] | None = None
+
+
+def _worker_init(enc_private: str, pins: dict[str, list[dict[str, Any]]]) -> None:
+    # Per-process state of a pool worker, set once by the pool's initializer.
+    global _worker_keys
+    parent = os.getppid()
+
+    def orphan_watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=orphan_watch, daemon=True).start()
+    verify = {gw: {k["kid"]: cjwk.JWK(**k) for k in keys} for gw, keys in pins.items()}
+    _worker_keys = (cjwk.JWK.from_json(enc_private), verify)
+
+
+def _worker_open(
+    batch: list[tuple[str, str, bytes]],
+) -> list[tuple[str, str, dict[str, Any] | None, str]]:
+    """In a worker process: open a batch of (gw, kind, payload)."""
+    assert _worker_keys is not None
+    enc, verify = _worker_keys
+    out: list[tuple[str, str, dict[str, Any] | None, str]] = []
+    for gw, kind, payload in batch:
+        if gw not in verify:
+            out.append((gw, kind, None, "gateway not pinned"))
+            continue
+        try:
+            out.append((gw, kind, open_jw(payload.decode("ascii", "replace"), enc, verify[gw]), ""))
+        except OpenError as exc:
+            out.append((gw, kind, None, str(exc)))
+    return out
 
 
 @dataclass
@@ -165,8 +219,13 @@ class PlatformSim:
         tls: tuple[Path, Path, Path] | None = None,
         ack_interval_s: float = 0.05,
         auto_ack: bool = True,
+        workers: int = 0,
     ) -> None:
-        """``gateway_jwks`` maps gateway id → its public JWK Set; ``tls`` = (ca, cert, key)."""
+        """``gateway_jwks`` maps gateway id → its public JWK Set; ``tls`` = (ca, cert, key).
+
+        ``workers`` > 0 opens messages in that many worker processes (a platform
+        scales out the same way); gateways must then be pinned before :meth:`start`.
+        """
         self.keys = keys or SimKeys()
         self._host, self._port = host, port
         self._tls = tls
@@ -197,6 +256,10 @@ class PlatformSim:
             ctx.load_cert_chain(str(tls[1]), str(tls[2]))
             self._client.tls_set_context(ctx)
         self.connected = threading.Event()
+        self._workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._inbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue(maxsize=4000)
+        self._batches = threading.BoundedSemaphore(max(1, workers) * 4)
 
     def pin_gateway(self, gw: str, jwks: dict[str, Any]) -> None:
         """Pin a gateway's public keys (several kids allowed; newest X25519 last)."""
@@ -219,6 +282,8 @@ class PlatformSim:
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect (persistent session) and subscribe to every gateway's up-topics."""
+        if self._workers > 0:
+            self._start_pool()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         self._client.connect_async(
@@ -237,6 +302,63 @@ class PlatformSim:
         self._client.loop_stop()
         if self._ticker is not None:
             self._ticker.join(5)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _start_pool(self) -> None:
+        with self._lock:
+            pins = {
+                gw: [json.loads(k.export_public()) for k in sig.values()]
+                for gw, sig in self._gw_sig.items()
+            }
+        self._pool = ProcessPoolExecutor(
+            self._workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(self.keys.enc.export_private(), pins),
+        )
+        # Start every worker now rather than on the first message.
+        for future in [self._pool.submit(_worker_open, []) for _ in range(self._workers)]:
+            future.result(timeout=60)
+        threading.Thread(target=self._dispatch, name="platform-sim-dispatch", daemon=True).start()
+
+    def _dispatch(self) -> None:
+        pool = self._pool
+        assert pool is not None
+        while not self._stop.is_set():
+            try:
+                batch = [self._inbox.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(batch) < 64:
+                try:
+                    batch.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            self._batches.acquire()
+            try:
+                future = pool.submit(_worker_open, batch)
+            except RuntimeError:
+                self._batches.release()
+                return
+            future.add_done_callback(self._batch_done)
+
+    def _batch_done(self, future: Any) -> None:
+        self._batches.release()
+        if future.cancelled() or future.exception() is not None:
+            return
+        for gw, kind, env, error in future.result():
+            if env is None:
+                self._count("rejected")
+                log.warning("platform sim rejected a message from %s: %s", gw, error)
+                continue
+            try:
+                self._check(env, gw, kind)
+            except OpenError as exc:
+                self._count("rejected")
+                log.warning("platform sim rejected a message from %s: %s", gw, exc)
+                continue
+            self._store(gw, env)
 
     def _on_connect(
         self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None
@@ -369,6 +491,9 @@ class PlatformSim:
                     view.health = doc
                 self._changed.notify_all()
             return
+        if self._pool is not None:
+            self._inbox.put((gw, kind, bytes(msg.payload)))  # blocks when behind: backpressure
+            return
         with self._lock:
             verify, enc = self._gw_sig.get(gw), self._gw_enc.get(gw)
         if verify is None or enc is None:
@@ -493,22 +618,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-jwks", type=Path, required=True, help="gateway public JWK Set")
     parser.add_argument("--write-platform-jwks", type=Path, help="write our public JWK Set here")
     parser.add_argument("--ping", action="store_true", help="send a ping at start")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
-    sim = PlatformSim(args.host, args.port, {args.gw: json.loads(args.gateway_jwks.read_text())})
-    if args.write_platform_jwks:
-        args.write_platform_jwks.write_text(json.dumps(sim.keys.public_jwks(), indent=2))
-    sim.on_message_hook = lambda gw, env: print(
-        json.dumps({"gw": gw, "seq": env["seq"], "type": env["type"]}), flush=True
+    parser.add_argument("--workers", type=int, default=0, help="worker processes that open")
+    parser.add_argument(
+        "--wait-jwks", type=float, default=0.0, help="seconds to wait for --gateway-jwks to appear"
     )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"))
+    keys = SimKeys()
+    if args.write_platform_jwks:
+        tmp = args.write_platform_jwks.with_suffix(".tmp")
+        tmp.write_text(json.dumps(keys.public_jwks(), indent=2))
+        tmp.replace(args.write_platform_jwks)
+    deadline = time.monotonic() + args.wait_jwks
+    while not args.gateway_jwks.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sim = PlatformSim(
+        args.host,
+        args.port,
+        {args.gw: json.loads(args.gateway_jwks.read_text())},
+        keys,
+        workers=args.workers,
+    )
+    # One JSON line per stored (deduplicated) message, with the arrival time.
+    sim.on_message_hook = lambda gw, env: print(
+        json.dumps({"gw": gw, "seq": env["seq"], "type": env["type"], "t": time.time()}),
+        flush=True,
+    )
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     sim.start()
     if args.ping:
         sim.send(args.gw, "ping", {})
     try:
-        while True:
-            time.sleep(1)
+        while not stopping.wait(1.0):
+            pass
     except KeyboardInterrupt:
-        sim.stop()
+        pass
+    sim.stop()
     return 0
 
 
