@@ -121,6 +121,9 @@ class Gateway:
                 for door, reader in self.readers.items()
             },
             "cameras": sorted(self.cameras),
+            "face": None
+            if self.face is None
+            else {"ready": self.face.wait_ready(0.05), **self.face.stats()},
             "grants": {
                 "stored": counts.grants,
                 "active": counts.active,
