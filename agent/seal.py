@@ -32,7 +32,12 @@ CONTENT_TYPE = "JWT"
 DEFAULT_MAX_BYTES = 1_048_576
 
 _JWS_REGISTRY = JWSRegistry(algorithms=[SIG_ALG])
+# joserfc's default caps (64 kB ciphertext, 128 kB JWS payload) are below what the
+# contract carries (a grant with its guests' photos); the bound that applies is
+# the whole message's size, checked before anything is parsed.
 _JWE_REGISTRY = JWERegistry(algorithms=[KEY_ALG, CONTENT_ENC])
+_JWE_REGISTRY.max_ciphertext_length = DEFAULT_MAX_BYTES
+_JWS_REGISTRY.max_payload_length = DEFAULT_MAX_BYTES
 _JWE_HEADER_KEYS = frozenset({"alg", "enc", "kid", "cty", "epk"})
 _JWS_HEADER_KEYS = frozenset({"alg", "kid"})
 
