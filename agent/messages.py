@@ -39,6 +39,10 @@ ALERT_TYPES = frozenset(
         "alert.tamper",
         "alert.brute_force",
         "alert.lock_offline",
+        # extra types (documented in docs/asyncapi.yaml)
+        "alert.door_held_open",
+        "alert.unknown_card",
+        "alert.gateway_incident",
         "alert.outbox_near_full",
     }
 )

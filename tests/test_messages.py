@@ -166,3 +166,19 @@ def test_topics_and_times() -> None:
     parsed = parse_time("2026-03-01T10:00:00.123456789Z")
     assert parsed == dt.datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=dt.UTC)
     assert parse_time(format_time(parsed)).microsecond == 123000
+
+
+def test_asyncapi_documents_every_message_type() -> None:
+    from pathlib import Path
+
+    from agent.messages import ALERT_TYPES, COMMAND_TYPES, EVENT_TYPES
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml").read_text()
+    assert text.startswith("asyncapi: 3.0.0")
+    documented = {
+        line.split("name:", 1)[1].strip()
+        for line in text.splitlines()
+        if line.strip().startswith("name: ")
+    }
+    missing = (COMMAND_TYPES | EVENT_TYPES | ALERT_TYPES | {"ack"}) - documented
+    assert not missing, f"not in docs/asyncapi.yaml: {sorted(missing)}"
