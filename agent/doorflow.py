@@ -48,6 +48,7 @@ from agent.records import access_denied, checkin_verified, door_opened, iso
 from agent.store import Store
 from drivers.camera.sources import FrameSource
 from drivers.idcard.reader import CardRead
+from drivers.osdp.bus import LockOffline
 from drivers.osdp.events import (
     BusStatus,
     DoorStateChanged,
@@ -60,6 +61,8 @@ from drivers.osdp.events import (
 log = logging.getLogger(__name__)
 
 OCCUPANT_FRAME_PERIOD_S = 0.5
+# How long an unlock waits for a lock that is offline for a moment (the guest is at the door).
+UNLOCK_RETRY_S = 2.0
 
 
 class LockPort(Protocol):
@@ -512,7 +515,7 @@ class DoorFlow:
             await asyncio.to_thread(self._unlock_failed, door, now, "no lock bus configured")
             return
         try:
-            await asyncio.to_thread(door.bus.unlock, door.address, seconds)
+            await self._unlock_with_retry(door.bus, door.address, seconds)
         except Exception as exc:
             log.error(
                 "unlock failed after the record", extra={"lock": door.lock_id, "error": str(exc)}
@@ -524,6 +527,18 @@ class DoorFlow:
         except Exception as exc:
             log.warning("granted feedback failed", extra={"lock": door.lock_id, "error": str(exc)})
         self._start_occupant_watch(door, seconds, grant_id)
+
+    async def _unlock_with_retry(self, bus: LockPort, address: int, seconds: float) -> None:
+        """Unlock; a lock that is offline for a moment (a missed poll) gets a short grace."""
+        deadline = time.monotonic() + UNLOCK_RETRY_S
+        while True:
+            try:
+                await asyncio.to_thread(bus.unlock, address, seconds)
+                return
+            except LockOffline:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)
 
     def _unlock_failed(self, door: DoorDevices, now: float, error: str) -> None:
         self._count("unlock_failed")
