@@ -26,6 +26,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.readers",
     "agent.cli.face",
     "agent.cli.demo",
+    "agent.cli.doctor",
 )
 
 
