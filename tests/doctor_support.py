@@ -115,7 +115,9 @@ class TlsSite:
         return next(e for e in status["locks"]["bus0"] if e["address"] == address)
 
 
-def run_doctor(config: Path, *extra: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+def run_doctor(
+    config: Path, *extra: str, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
     """``lockgw doctor`` as a user runs it (a subprocess of the installed entry point)."""
     exe = Path(sys.executable).with_name("lockgw")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "agent.cli.main"]
