@@ -31,6 +31,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsSite]:
     if not have_mosquitto():
         pytest.skip("mosquitto is not installed")
     tls_site = TlsSite(tmp_path_factory.mktemp("doctor-site")).start()
+    settled = tls_site.wait_status(
+        lambda s: (
+            all(e["online"] and e["secure_channel"] for e in s["locks"]["bus0"])
+            and all(r["state"] in ("connected", "recovered") for r in s["readers"].values())
+        )
+    )
+    if not settled:
+        tls_site.close()
+        pytest.fail("the simulated building's locks and readers did not come up")
     yield tls_site
     tls_site.close()
 
