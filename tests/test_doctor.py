@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -319,3 +321,101 @@ def test_json_report_shape(write_config: Callable[..., Path], tmp_path: Path) ->
     assert sum(data["counts"].values()) == len(data["checks"])
     # The doctor only looks: the state directory it would check is still not there.
     assert not (tmp_path / "state").exists()
+
+
+def _self_signed(directory: Path, name: str, *, days_valid: float) -> tuple[Path, Path]:
+    """A certificate and key; negative ``days_valid`` gives one that has expired."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    end = now + dt.timedelta(days=days_valid)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(min(now, end) - dt.timedelta(days=30))
+        .not_valid_after(end)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    os.chmod(key_path, 0o600)
+    return cert_path, key_path
+
+
+def test_expired_or_mismatched_client_certificate(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    ca, _ = _self_signed(tmp_path / "tls", "ca", days_valid=30)
+    expired, expired_key = _self_signed(tmp_path / "tls", "gw-old", days_valid=-1)
+    _, other_key = _self_signed(tmp_path / "tls", "gw-other", days_valid=30)
+
+    def tls_config(cert: Path, key: Path) -> Path:
+        path = write_config()
+        text = path.read_text().replace('transport = "tcp"', 'transport = "tls"')
+        text = text.replace(
+            "[keys]", f'ca_file = "{ca}"\ncert_file = "{cert}"\nkey_file = "{key}"\n\n[keys]'
+        )
+        path.write_text(text)
+        return path
+
+    code, checks = doctor_json(tls_config(expired, expired_key))
+    assert code == 1
+    assert set(failures(checks)) == {"tls files", "daemon"}
+    assert "client certificate expired" in checks["tls files"]["detail"]
+    assert "CN=gw-old" in checks["tls files"]["detail"]
+    assert "renewed certificate" in checks["tls files"]["fix"]
+    assert checks["broker"]["status"] == "SKIP"
+
+    code, checks = doctor_json(tls_config(expired, other_key))
+    assert "is not the key of the certificate" in checks["tls files"]["detail"]
+
+    os.chmod(other_key, 0o640)
+    code, checks = doctor_json(tls_config(expired, other_key))
+    assert checks["tls files"]["fix"] == f"chmod 600 {other_key}"
+
+
+def test_on_a_terminal_the_report_is_a_table(tmp_path: Path) -> None:
+    primary, secondary = os.openpty()
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli.main", "doctor", "--config", str(tmp_path / "x")],
+            stdout=secondary,
+            stderr=secondary,
+            env=env,
+        )
+        os.close(secondary)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # the terminal closes when the child exits
+                break
+            if not chunk:
+                break
+            out += chunk
+        code = proc.wait(timeout=60)
+    finally:
+        os.close(primary)
+    text = out.decode("utf-8", "replace")
+    assert code == 2
+    assert "what was seen" in text and "fix" in text  # the table's header
+    assert "FAIL" in text and "file not found" in text
