@@ -144,6 +144,9 @@ class Link:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("link thread did not stop in time")
+                return
+        for sock in (self._wake_r, self._wake_w):
+            sock.close()
 
     @property
     def connected(self) -> bool:
@@ -349,14 +352,13 @@ class Link:
         while not self._stop.is_set():
             self._pump(client)
             self._timers(client)
-            busy = len(self._inflight) < self._window and self._has_more
-            rc = self._io(client, 0.0 if busy else 0.5)
+            # select() wakes on broker traffic (PUBACKs, commands) and on enqueue.
+            rc = self._io(client, 0.5)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not client.is_connected():
                 log.warning("platform link session ended", extra={"rc": int(rc)})
                 return
-        self._goodbye(client)
-
-    _has_more = False
+        if self._session_ok:
+            self._goodbye(client)
 
     def _io(self, client: mqtt.Client, timeout: float) -> MQTTErrorCode:
         sock = client.socket()
@@ -387,9 +389,10 @@ class Link:
 
     def _pump(self, client: mqtt.Client) -> None:
         room = self._window - len(self._inflight)
-        self._has_more = False
         if room <= 0 or not self._session_ok:
             return
+        if self._inflight and room < max(1, self._window // 4):
+            return  # refill in chunks: one outbox query per few PUBACKs, not per PUBACK
         items = self._outbox.next_batch(self._cursor, room)
         for item in items:
             info = client.publish(f"{self._prefix}/{item.kind}", item.sealed, qos=1)
@@ -399,7 +402,6 @@ class Link:
             self._inflight[info.mid] = item.seq
             self._cursor[item.priority] = item.seq
             self.counters["published"] += 1
-        self._has_more = len(items) == room
 
     def _timers(self, client: mqtt.Client) -> None:
         now = time.monotonic()
