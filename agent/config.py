@@ -212,7 +212,7 @@ class DoorSection(_Section):
 class ReadersSection(_Section):
     """ID card readers (all doors)."""
 
-    poll_interval_ms: int = Field(200, ge=20, le=5000, description="Find-card poll period.")
+    poll_interval_ms: int = Field(100, ge=20, le=5000, description="Find-card poll period.")
     wlt_decoder: Literal["none", "command", "library"] = Field(
         "none",
         description="How card photos (WLT) are decoded: not at all, by a command, by a library.",

@@ -1,0 +1,182 @@
+"""Door figures: the decision with 10,000 grants stored, and presentation-to-relay latency.
+
+Prints one JSON line last:
+{"decide_ms_p99_10k_grants": …, "card_to_unlock_ms_p95": …, "card_face_to_unlock_ms_p95": …}
+
+- decide: finding the guest's grants by keyed hash, re-verifying each signed grant and the
+  decision itself, against a store holding 10,000 grants put through the real command path.
+- card only: a checked-in guest re-enters with the card (site policy allows card-only
+  re-entry), from the card touching the simulated reader to the simulated relay switching,
+  with the real daemon, reader at 115200 baud and OSDP locks with secure channel.
+- card + face: the same with the face checked at 480p (the guest's first entry each time).
+Targets: decide ≤ 5 ms, card only ≤ 300 ms, card + face ≤ 1,000 ms at p95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from joserfc.jwk import OKPKey
+
+from agent.applier import GatewayApplier
+from agent.commands import CommandProcessor
+from agent.door import DoorHistory, Presentation, SitePolicy, decide
+from agent.grants import GrantStore
+from agent.keys import (
+    create_gateway_keys,
+    load_gateway_keys,
+    load_platform_keys,
+    new_key,
+    public_set,
+)
+from agent.messages import make_envelope
+from agent.outbox import Outbox
+from agent.seal import seal
+from agent.secretbox import SecretBox
+from agent.simsite import SimulatedSite
+from firmware_sim.idcards import make_id_number, sample_card
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.e2e_support import OBAMA, make_guest
+
+GRANTS = 10_000
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+def bench_decide(workdir: Path, lookups: int = 2000) -> dict[str, float]:
+    """Decision latency with 10,000 grants stored."""
+    from datetime import date
+
+    from agent.store import Store
+
+    keys = workdir / "keys"
+    keys.mkdir()
+    create_gateway_keys(keys / "gateway.jwks")
+    sig, enc = new_key("Ed25519"), new_key("X25519")
+    platform = {"keys": [sig.as_dict(private=True), enc.as_dict(private=True)]}
+    (keys / "platform.jwks").write_text(json.dumps(public_set(platform)), encoding="utf-8")
+    gw_keys = load_gateway_keys(keys / "gateway.jwks")
+    pf_keys = load_platform_keys(keys / "platform.jwks")
+    gw_enc = OKPKey.import_key(next(k for k in gw_keys.public_set["keys"] if k["crv"] == "X25519"))
+    store = Store.open(workdir / "lockgw.db")
+    outbox = Outbox(store, "bench-gw", gw_keys, pf_keys)
+    grants = GrantStore(store, SecretBox.load_or_create(workdir / "local.key"), pf_keys)
+    processor = CommandProcessor(
+        store, outbox, "bench-gw", gw_keys, pf_keys, GatewayApplier(grants, {"L1"}, lambda *a: None)
+    )
+    now = dt.datetime.now(dt.UTC)
+    numbers = []
+    began = time.perf_counter()
+    for i in range(GRANTS):
+        number = make_id_number(
+            date(1960 + i % 40, 1 + i % 12, 1 + i % 28), f"{110101 + i // 100}", i % 100, 1
+        )
+        numbers.append(number)
+        body = {
+            "grant_id": f"G{i:05d}",
+            "room": f"{100 + i % 400}",
+            "locks": [f"L{i % 64}", "L1"],
+            "valid_from": (now - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "valid_until": (now + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "guests": [{"guest_id": f"p{i}", "id_number": number, "name": "测试"}],
+        }
+        env = make_envelope("grant.put", "bench-gw", body, exp=now + dt.timedelta(hours=1), now=now)
+        outcome = processor.handle(seal(env, sig, gw_enc).encode())
+        assert outcome.status == "ok", outcome
+    load_s = time.perf_counter() - began
+    policy = SitePolicy(reentry_requires_face=False)
+    ts = now.timestamp()
+    samples = []
+    for j in range(lookups):
+        number = numbers[(j * 7919) % GRANTS]
+        t0 = time.perf_counter()
+        candidates = grants.guests_for_card(number)
+        decision = decide(
+            Presentation(lock="L1", kind="card", id_number=number),
+            candidates,
+            DoorHistory(),
+            policy,
+            ts,
+            ts,
+        )
+        samples.append((time.perf_counter() - t0) * 1000)
+        assert decision.needs_face or decision.granted
+    store.close()
+    return {
+        "decide_ms_p50_10k_grants": _pct(samples, 0.5),
+        "decide_ms_p99_10k_grants": _pct(samples, 0.99),
+        "load_10k_grants_s": round(load_s, 1),
+    }
+
+
+def bench_site(rounds: int) -> dict[str, float]:
+    """Card to relay, card only and card + face, on the simulated building."""
+    overrides = {"doors": {"unlock_seconds": 1}, "policy": {"reentry_requires_face": False}}
+    card_only: list[float] = []
+    card_face: list[float] = []
+    with SimulatedSite(["L101"], config_overrides=overrides) as site:
+        building, platform = site.building, site.building.platform
+        for _ in range(rounds):
+            guest = make_guest(OBAMA)
+            guest.card = sample_card(
+                name=guest.card.name,
+                sex=guest.card.sex,
+                birth=guest.card.birth,
+                id_number=guest.card.id_number,
+            )  # a 1,024-byte WLT photo, as real cards carry
+            ready = site.gateway_status()["grants"]["templates_ready"]
+            cmd = platform.put_grant(f"G-{guest.guest_id}", ["L101"], [guest.entry()])
+            platform.wait_ack(cmd)
+            # Grants arrive ahead of the guest: wait until the photo's template is made.
+            deadline = time.monotonic() + 30
+            while site.gateway_status()["grants"]["templates_ready"] <= ready:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the grant's face template was not made")
+                time.sleep(0.2)
+            for needs_face, samples in ((True, card_face), (False, card_only)):
+                building.remove_card("L101")
+                building.show_face("L101", guest.live_photo if needs_face else None)
+                building.wait_relay("L101", False, timeout=30)
+                time.sleep(0.6)
+                t0 = time.monotonic()
+                building.present_card("L101", guest.card)
+                if not building.wait_relay("L101", True, timeout=10):
+                    raise RuntimeError("the door did not open; see " + str(site.log_path))
+                samples.append((time.monotonic() - t0) * 1000)
+    return {
+        "card_to_unlock_ms_p50": _pct(card_only, 0.5),
+        "card_to_unlock_ms_p95": _pct(card_only, 0.95),
+        "card_face_to_unlock_ms_p50": _pct(card_face, 0.5),
+        "card_face_to_unlock_ms_p95": _pct(card_face, 0.95),
+        "rounds": rounds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20, help="presentations of each kind")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lockgw-bench-") as tmp:
+        figures = bench_decide(Path(tmp))
+    figures.update(bench_site(args.rounds))
+    ordered = {
+        "decide_ms_p99_10k_grants": figures.pop("decide_ms_p99_10k_grants"),
+        "card_to_unlock_ms_p95": figures.pop("card_to_unlock_ms_p95"),
+        "card_face_to_unlock_ms_p95": figures.pop("card_face_to_unlock_ms_p95"),
+        **figures,
+    }
+    print(json.dumps(ordered))
+
+
+if __name__ == "__main__":
+    main()
