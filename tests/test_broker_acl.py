@@ -26,6 +26,7 @@ from mqtt_support import (
     free_port,
     have_mosquitto,
     make_pki,
+    wait_until,
     write_key_files,
 )
 from paho.mqtt.enums import CallbackAPIVersion
@@ -223,3 +224,35 @@ def test_gateway_link_over_tls_round_trip(tls_broker: TlsBroker, tmp_path: Path)
     finally:
         rig.close()
         sim.stop()
+
+
+def test_refused_publishes_are_counted_and_kept(tls_broker: TlsBroker, tmp_path: Path) -> None:
+    """A gateway holding alpha's certificate but configured as beta: every publish to
+    beta's topics gets a PUBACK with a failure reason code; nothing leaves the outbox."""
+    keys = SimKeys()
+    gw_path, pf_path = write_key_files(tmp_path / "keys", keys.public_jwks())
+    cert, key = tls_broker.pki.clients[f"gw-{ALPHA}"]
+    rig = GatewayRig(
+        tmp_path / "state",
+        BETA,
+        gw_path,
+        pf_path,
+        tls_broker.port,
+        transport="tls",
+        ca_file=tls_broker.pki.ca,
+        cert_file=cert,
+        key_file=key,
+        retry_after_s=1.0,
+    )
+    try:
+        rig.outbox.enqueue(
+            "door.opened",
+            {"lock": "d", "method": ["card"], "grant_id": "g", "at": "2026-01-01T00:00:00Z"},
+        )
+        rig.link.start()
+        counters = rig.link.counters
+        assert wait_until(lambda: counters["puback_failures"] >= 2, 20), counters
+        assert counters["republish_rounds"] >= 1
+        assert rig.outbox.stats().depth == 1
+    finally:
+        rig.close()

@@ -191,3 +191,21 @@ def test_link_start_never_blocks_and_backs_off_until_the_broker_appears(tmp_path
         assert json.loads(json.dumps(view.messages[1]["body"]))["n"] == 0
     finally:
         world.close()
+
+
+def test_platform_simulator_is_independent_of_agent() -> None:
+    import subprocess
+    import sys
+
+    from mqtt_support import REPO
+
+    code = (
+        "import sys, firmware_sim.platform\n"
+        "bad = sorted(m for m in sys.modules if m == 'agent' or m.startswith('agent.'))\n"
+        "assert not bad, bad\n"
+        "assert 'joserfc' not in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
