@@ -119,7 +119,7 @@ def bench_decide(workdir: Path, lookups: int = 2000) -> dict[str, float]:
     }
 
 
-def bench_site(rounds: int) -> dict[str, float]:
+def bench_site(rounds: int, samples_out: Path | None = None) -> dict[str, float]:
     """Card to relay, card only and card + face, on the simulated building."""
     overrides = {"doors": {"unlock_seconds": 1}, "policy": {"reentry_requires_face": False}}
     card_only: list[float] = []
@@ -153,6 +153,10 @@ def bench_site(rounds: int) -> dict[str, float]:
                 if not building.wait_relay("L101", True, timeout=10):
                     raise RuntimeError("the door did not open; see " + str(site.log_path))
                 samples.append((time.monotonic() - t0) * 1000)
+    if samples_out is not None:
+        samples_out.write_text(
+            json.dumps({"card_only_ms": card_only, "card_face_ms": card_face}), encoding="utf-8"
+        )
     return {
         "card_to_unlock_ms_p50": _pct(card_only, 0.5),
         "card_to_unlock_ms_p95": _pct(card_only, 0.95),
@@ -165,10 +169,16 @@ def bench_site(rounds: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="presentations of each kind")
+    parser.add_argument(
+        "--samples-out",
+        type=Path,
+        metavar="FILE",
+        help="also write the card-only and card+face latencies (ms) to FILE as JSON",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lockgw-bench-") as tmp:
         figures = bench_decide(Path(tmp))
-    figures.update(bench_site(args.rounds))
+    figures.update(bench_site(args.rounds, args.samples_out))
     ordered = {
         "decide_ms_p99_10k_grants": figures.pop("decide_ms_p99_10k_grants"),
         "card_to_unlock_ms_p95": figures.pop("card_to_unlock_ms_p95"),
