@@ -4,8 +4,8 @@ A Unix stream socket in the runtime directory, mode 0660: file permissions are
 the access control (root and the ``lockgw`` group), so there is no network port
 and no shared secret. One JSON request per line, one JSON answer per line:
 ``{"cmd": "status", "args": {…}}`` → ``{"ok": true, "result": …}`` or
-``{"ok": false, "error": "…"}``. Handlers run on the daemon's loop and must be
-quick; none takes personal data in or gives it out.
+``{"ok": false, "error": "…"}``. Handlers must be
+thread-safe (they run in a worker thread); none gives personal data out unmasked.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=10)
-            answer = self._answer(line)
+            # Handlers may read the store: they run off the loop.
+            answer = await asyncio.to_thread(self._answer, line)
             writer.write(json.dumps(answer, ensure_ascii=False, default=str).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError, ValueError, asyncio.LimitOverrunError):

@@ -67,7 +67,7 @@ class Daemon:
                 part.start()
                 started.append(part)
             await self.control.start()
-            self.control.register("status", lambda _args: self._status())
+            self._register_control(loop)
             self._tasks = [
                 asyncio.create_task(self._every(_PURGE_EVERY_S, self._purge)),
                 asyncio.create_task(self._every(_ENROLL_EVERY_S, self._enroll)),
@@ -110,6 +110,31 @@ class Daemon:
                 "started with a fresh database; the corrupt one is kept as evidence",
                 extra={"moved_to": str(self.store.recovery.moved_to)},
             )
+
+    def _register_control(self, loop: asyncio.AbstractEventLoop) -> None:
+        gw = self.gateway
+        assert gw is not None
+        self.control.register("status", lambda _args: self._status())
+        self.control.register(
+            "events",
+            lambda args: gw.flow.journal.since(
+                int(args.get("after_seq", 0)), int(args.get("limit", 100))
+            ),
+        )
+        self.control.register("grants", lambda _args: gw.grants.list_masked(gw.clock.now()))
+
+        def test_lock(args: dict[str, object]) -> dict[str, object]:
+            lock = str(args.get("lock", ""))
+            if lock not in gw.flow.door_ids():
+                raise ValueError(f"no lock {lock!r} in the configuration")
+            seconds = float(str(args.get("seconds", 3)))
+            future = asyncio.run_coroutine_threadsafe(
+                gw.flow.remote_unlock(lock, seconds, "technician test"), loop
+            )
+            outcome = future.result(timeout=30)
+            return {"lock": lock, "granted": outcome.granted, "seqs": list(outcome.seqs)}
+
+        self.control.register("locks.test", test_lock)
 
     def _status(self) -> dict[str, object]:
         assert self.gateway is not None

@@ -43,6 +43,7 @@ from agent.door import (
 from agent.face import FaceWorker, verify_attempts, watch_entry
 from agent.grants import GrantStore, VerifiedGuest
 from agent.identity import Identity, IdentityError, mask_id_number, parse_identity
+from agent.journal import Journal
 from agent.outbox import Outbox
 from agent.records import access_denied, checkin_verified, door_opened, iso
 from agent.store import Store
@@ -154,6 +155,7 @@ class DoorFlow:
         self._on_outcome = on_outcome
         self._state = {d.lock_id: _DoorState() for d in doors}
         self.counters: dict[str, int] = {}
+        self.journal = Journal()
 
     # -- entry points (on the loop) ---------------------------------------------------
 
@@ -506,6 +508,8 @@ class DoorFlow:
             if checkin is not None:
                 self._grants.mark_checked_in(conn, *checkin)
         self._outbox.notify()
+        for seq, (msg_type, body) in zip(seqs, records, strict=True):
+            self.journal.add(seq, msg_type, body)
         return seqs
 
     async def _unlock(

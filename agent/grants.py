@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.commands import Command
+from agent.identity import mask_id_number, mask_name
 from agent.keys import PlatformKeys
 from agent.messages import parse_time
 from agent.seal import SealError, verify_jws
@@ -303,6 +304,56 @@ class GrantStore:
                 "SELECT count(*), coalesce(sum(template IS NOT NULL), 0) FROM grant_guests"
             ).fetchone()
         return GrantCounts(int(grants), int(active), int(guests), int(ready))
+
+    def list_masked(self, now: float) -> list[dict[str, Any]]:
+        """Every stored grant, verified, for ``lockgw grants list``: personal data masked."""
+        with self._store.read() as conn:
+            grants = conn.execute(
+                "SELECT grant_id, cmd_id FROM grants ORDER BY valid_from, grant_id"
+            ).fetchall()
+            guest_rows = conn.execute(
+                "SELECT grant_id, guest_id, template_status, checked_in_at FROM grant_guests"
+            ).fetchall()
+        by_grant: dict[str, dict[str, tuple[str, float | None]]] = {}
+        for grant_id, guest_id, status, checked_in in guest_rows:
+            by_grant.setdefault(grant_id, {})[guest_id] = (status, checked_in)
+        listing: list[dict[str, Any]] = []
+        for grant_id, cmd_id in grants:
+            try:
+                body = self._verified_grant_body(cmd_id, grant_id)
+            except GrantIntegrityError:
+                listing.append({"grant_id": grant_id, "verified": False})
+                continue
+            start = parse_time(body["valid_from"], "valid_from").timestamp()
+            end = parse_time(body["valid_until"], "valid_until").timestamp()
+            rows = by_grant.get(grant_id, {})
+            listing.append(
+                {
+                    "grant_id": grant_id,
+                    "verified": True,
+                    "room": body.get("room", ""),
+                    "locks": list(body["locks"]),
+                    "valid_from": body["valid_from"],
+                    "valid_until": body["valid_until"],
+                    "state": "active"
+                    if start <= now < end
+                    else "upcoming"
+                    if now < start
+                    else "ended",
+                    "pin": bool(body.get("pin")),
+                    "guests": [
+                        {
+                            "guest_id": g["guest_id"],
+                            "name": mask_name(str(g["name"])),
+                            "id_number": mask_id_number(str(g["id_number"])),
+                            "face": rows.get(g["guest_id"], ("unknown", None))[0],
+                            "checked_in": rows.get(g["guest_id"], ("", None))[1] is not None,
+                        }
+                        for g in body["guests"]
+                    ],
+                }
+            )
+        return listing
 
     # -- internals -----------------------------------------------------------------------
 

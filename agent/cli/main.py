@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sqlite3
 import sys
 from collections.abc import Sequence
 
 from agent import __version__
 from agent.cli.common import (
-    EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
     UserError,
     add_config_argument,
     load_config_or_fail,
-    print_json,
 )
 
 # Modules that add subcommands with ``register(subparsers)``.
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "agent.cli.status",
+    "agent.cli.events",
+    "agent.cli.grants",
     "agent.cli.keys",
     "agent.cli.locks",
     "agent.cli.readers",
@@ -51,11 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = config_sub.add_parser("check", help="validate the configuration without starting")
     add_config_argument(p)
     p.set_defaults(func=_cmd_config_check)
-
-    p = sub.add_parser("status", help="show the gateway's state (store, counts)")
-    add_config_argument(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=_cmd_status)
 
     for module_name in _SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
@@ -102,36 +97,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return Daemon(config).run()
     except (KeyFileError, LockKeyError, StoreError) as exc:
         raise UserError(f"cannot start: {exc}") from None
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    from agent.store import read_summary
-
-    config = load_config_or_fail(args.config)
-    try:
-        summary = read_summary(config.db_path)
-    except FileNotFoundError:
-        raise UserError(
-            f"no database at {config.db_path}: the daemon has not run with this configuration"
-        ) from None
-    except sqlite3.DatabaseError as exc:
-        print(f"lockgw: database {config.db_path} is unreadable: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    if args.json:
-        print_json(
-            {
-                "gateway": config.gateway.id,
-                "schema_version": summary.schema_version,
-                "tables": summary.tables,
-            }
-        )
-        return EXIT_OK
-    print(f"gateway       {config.gateway.id}")
-    print(f"database      {config.db_path}")
-    print(f"schema        version {summary.schema_version}")
-    for table, count in summary.tables.items():
-        print(f"  {table:<22} {count} row(s)")
-    return EXIT_OK
 
 
 if __name__ == "__main__":
