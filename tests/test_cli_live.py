@@ -80,3 +80,23 @@ def test_live_commands_say_when_the_daemon_is_down(write_config: object, tmp_pat
         result = run(*args, "--config", str(config))
         assert result.returncode == 1
         assert "the daemon is not running" in result.stdout + result.stderr
+
+
+def test_locks_commands_go_through_the_running_daemon(site: tuple[SimulatedSite, Guest]) -> None:
+    simulated, _ = site
+    config = str(simulated.config_path)
+    listed = run("locks", "list", "--config", config, "--json")
+    assert listed.returncode == 0, listed.stderr
+    (lock,) = json.loads(listed.stdout)["locks"]
+    assert lock["address"] == 1 and lock["online"] is True
+
+    mark = simulated.building.platform.last_seq
+    tested = run("locks", "test", "1", "--config", config, "--seconds", "1", "--watch", "1")
+    assert tested.returncode == 0, tested.stderr
+    assert "recorded as seq" in tested.stdout
+    opened = simulated.building.platform.wait_for_event("door.opened", after_seq=mark)["body"]
+    assert opened["method"] == ["remote"] and opened["remote"] == "technician test"
+
+    refused = run("locks", "keyset", "1", "--config", config)
+    assert refused.returncode == 2
+    assert "stop it first" in refused.stderr

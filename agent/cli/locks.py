@@ -1,8 +1,12 @@
 """``lockgw locks``: list the locks on a bus, pulse one open, give one a new key.
 
-These run the OSDP bus directly (the daemon must not hold the port at the
-same time). Keys come from the sealed key store under ``--state-dir``; a lock
-without a stored key is never talked to in plain mode: it needs ``keyset``.
+With the daemon running, ``list`` and ``test`` go through it (its control
+socket): it holds the bus, and a test opening is recorded like any other
+before the lock gets the command. With the daemon stopped (commissioning),
+they run the OSDP bus directly. The bus, port, addresses and state directory
+come from the configuration unless given as options. Keys come from the
+sealed key store; a lock without a stored key is never talked to in plain
+mode: it needs ``keyset``, which needs the daemon stopped.
 """
 
 from __future__ import annotations
@@ -13,8 +17,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from agent.cli.common import EXIT_FAILURE, EXIT_OK, UserError, print_json
+from agent.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    UserError,
+    add_config_argument,
+    load_config_or_fail,
+    print_json,
+)
+from agent.control import ControlError, call
 from agent.lockkeys import LockKeyError, LockKeyStore, new_scbk
 from drivers.osdp import (
     MAX_UNLOCK_S,
@@ -66,20 +79,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _bus_options(p: argparse.ArgumentParser, *, addresses_required: bool) -> None:
-    p.add_argument("--port", required=True, help="serial device of the RS-485 adapter")
+    add_config_argument(p)
+    p.add_argument("--port", help="serial device of the RS-485 adapter (default: from --config)")
     p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
     p.add_argument(
         "--addresses",
         type=_address_list,
-        required=addresses_required,
-        help="lock addresses, e.g. 1-16,20",
+        help="lock addresses, e.g. 1-16,20 (default: the doors on the bus in --config)",
     )
-    p.add_argument("--bus", default=DEFAULT_BUS, help=f"bus name in the key store ({DEFAULT_BUS})")
+    p.add_argument(
+        "--bus", default=None, help=f"bus name (default: the first in --config, or {DEFAULT_BUS})"
+    )
     p.add_argument(
         "--state-dir",
         type=Path,
-        default=DEFAULT_STATE_DIR,
-        help=f"state directory holding the sealed keys (default {DEFAULT_STATE_DIR})",
+        default=None,
+        help="state directory holding the sealed keys (default: from --config, or "
+        f"{DEFAULT_STATE_DIR})",
     )
     p.add_argument(
         "--wait", type=float, default=5.0, help="seconds to wait for locks to come online"
@@ -118,6 +134,94 @@ def _address_list(text: str) -> list[int]:
 
 
 # ------------------------------------------------------------------ helpers
+def _resolve(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Fill bus options from the configuration; the daemon's live status if it runs."""
+    config = None
+    needs_config = args.port is None or args.state_dir is None
+    needs_config |= args.addresses is None and args.locks_command == "list"
+    if needs_config or args.config.exists():
+        config = load_config_or_fail(args.config)
+    live: dict[str, Any] | None = None
+    if config is not None:
+        bus = next((b for b in config.buses if args.bus in (None, b.name)), None)
+        if bus is None:
+            raise UserError(f"no bus {args.bus or ''} in {args.config}".replace("  ", " "))
+        args.bus = bus.name
+        args.port = args.port or bus.port
+        args.baud = bus.baudrate if args.baud == 115200 else args.baud
+        if args.addresses is None and args.locks_command == "list":
+            args.addresses = sorted(d.address for d in config.doors if d.bus == bus.name)
+        args.state_dir = args.state_dir or config.gateway.state_dir
+        args.lock_ids = {d.address: d.id for d in config.doors if d.bus == bus.name}
+        try:
+            status = call(config.gateway.control_socket, "status", timeout=10)
+            live = status if isinstance(status, dict) else None
+        except ControlError:
+            live = None
+    args.bus = args.bus or DEFAULT_BUS
+    args.state_dir = args.state_dir or DEFAULT_STATE_DIR
+    if args.port is None:
+        raise UserError("no --port given and no bus in the configuration")
+    return live
+
+
+def _live_list(args: argparse.Namespace, live: dict[str, Any]) -> int:
+    rows = [
+        {
+            "address": lock["address"],
+            "online": lock["online"],
+            "secure_channel": "KEY MISMATCH"
+            if lock["key_mismatch"]
+            else ("active" if lock["secure_channel"] else "-"),
+            "door": lock["door"],
+            "tamper": lock["tamper"],
+        }
+        for lock in live["locks"].get(args.bus, [])
+        if args.addresses is None or lock["address"] in args.addresses
+    ]
+    return _print_rows(args, rows)
+
+
+def _live_test(args: argparse.Namespace, config_socket: Path) -> int:
+    lock_id = args.lock_ids.get(args.address)
+    if lock_id is None:
+        raise UserError(f"no door at address {args.address} on bus {args.bus}")
+    try:
+        result = call(
+            config_socket, "locks.test", {"lock": lock_id, "seconds": args.seconds}, timeout=40
+        )
+    except ControlError as exc:
+        print(f"lockgw: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(
+        f"lock {args.address} ({lock_id}): unlocked for {args.seconds:g} s, recorded as seq "
+        f"{', '.join(str(s) for s in result['seqs'])}"
+    )
+    print(f"watching the door for {args.watch:g} s (open and close it now)")
+    sys.stdout.flush()
+    last, changes = None, 0
+    deadline = time.monotonic() + args.watch
+    while time.monotonic() < deadline:
+        status = call(config_socket, "status", timeout=10)
+        state = next(
+            (
+                lk["door"]
+                for lk in status["locks"].get(args.bus, [])
+                if lk["address"] == args.address
+            ),
+            None,
+        )
+        if state != last:
+            if last is not None:
+                changes += 1
+            print(f"  {time.strftime('%H:%M:%S')} door {state}")
+            sys.stdout.flush()
+            last = state
+        time.sleep(0.2)
+    print(f"lock {args.address}: {changes} door change(s) seen")
+    return EXIT_OK
+
+
 def _open_store(args: argparse.Namespace) -> LockKeyStore:
     try:
         return LockKeyStore.open(args.state_dir)
@@ -175,6 +279,9 @@ def _sc_label(state: LockState | None, has_key: bool) -> str:
 # ---------------------------------------------------------------- commands
 def cmd_list(args: argparse.Namespace) -> int:
     """``locks list``: one line per lock."""
+    live = _resolve(args)
+    if live is not None:
+        return _live_list(args, live)
     _check_port(args.port)
     store = _open_store(args)
     keys = {a: _key(store, args.bus, a) for a in args.addresses}
@@ -206,6 +313,10 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "tamper": bool(st and st.tamper),
             }
         )
+    return _print_rows(args, rows)
+
+
+def _print_rows(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
     if args.json:
         print_json({"port": args.port, "bus": args.bus, "locks": rows})
     else:
@@ -222,6 +333,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     """``locks test ADDR``: unlock, then show the door contact changing."""
     if not 0.1 <= args.seconds <= MAX_UNLOCK_S:
         raise UserError(f"--seconds must be within 0.1..{MAX_UNLOCK_S}")
+    live = _resolve(args)
+    if live is not None:
+        return _live_test(args, load_config_or_fail(args.config).gateway.control_socket)
     _check_port(args.port)
     key = _key(_open_store(args), args.bus, args.address)
     if key is None:
@@ -270,6 +384,10 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_keyset(args: argparse.Namespace) -> int:
     """``locks keyset ADDR``: hand the lock a fresh key, verify it, store it sealed."""
+    if _resolve(args) is not None:
+        raise UserError(
+            "the daemon is running and holds the bus: stop it first (systemctl stop lockgw)"
+        )
     _check_port(args.port)
     store = _open_store(args)
     address, bus_name = args.address, args.bus
