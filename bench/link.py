@@ -1,6 +1,6 @@
 """Benchmark of the platform link: sealing rate, backlog drain, online latency.
 
-    .venv/bin/python bench/link.py [--backlog 100000] [--latency-events 500]
+    .venv/bin/python bench/link.py [--backlog 100000] [--latency-events 500] [--samples-out F]
 
 - ``seal_per_s``: ``door.opened`` envelopes signed and encrypted per second, one
   thread (one core), no I/O.
@@ -126,6 +126,12 @@ def main() -> int:
     parser.add_argument(
         "--sim-workers", type=int, default=2, help="simulator processes that open messages"
     )
+    parser.add_argument(
+        "--samples-out",
+        type=Path,
+        metavar="FILE",
+        help="also write the drain's (seconds, events not yet acked) points to FILE as JSON",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-link-"))
@@ -171,9 +177,20 @@ def main() -> int:
         started = time.perf_counter()
         link.start()
         backlog_last = outbox.stats().last_seq
-        if not wait_until(lambda: outbox.acked_through >= backlog_last, 600, interval=0.1):
+        points: list[tuple[float, int]] = []
+
+        def drained() -> bool:
+            left = max(0, backlog_last - outbox.acked_through)
+            points.append((round(time.perf_counter() - started, 3), left))
+            return left == 0
+
+        if not wait_until(drained, 600, interval=0.1):
             raise RuntimeError(f"backlog not drained: {outbox.stats()}")
         drain_s = time.perf_counter() - started
+        if args.samples_out is not None:
+            args.samples_out.write_text(
+                json.dumps({"backlog": args.backlog, "points": points}), encoding="utf-8"
+            )
         drain_rate = args.backlog / drain_s
         note(f"drained {args.backlog} in {drain_s:.1f}s: {drain_rate:.0f}/s; {link.counters}")
 

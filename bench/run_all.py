@@ -68,7 +68,12 @@ class Bench:
 
 BENCHES: tuple[Bench, ...] = (
     Bench("store", (), 300),
-    Bench("link", ("--backlog", "3000", "--latency-events", "50", "--seal-count", "200"), 1200),
+    Bench(
+        "link",
+        ("--backlog", "3000", "--latency-events", "50", "--seal-count", "200"),
+        1200,
+        samples=True,
+    ),
     Bench("locks", ("--samples", "20", "--poll-seconds", "1"), 900),
     Bench("idcard", ("--n", "5", "--poll-ms", "100"), 300),
     Bench("face", ("--rounds", "1"), 1800),
