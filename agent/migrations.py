@@ -128,5 +128,5 @@ MIGRATIONS: list[Migration] = [
         );
         CREATE INDEX grant_guests_by_id_hash ON grant_guests (id_hash);
         """,
-    )
+    ),
 ]
