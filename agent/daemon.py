@@ -18,6 +18,7 @@ from agent.config import Config
 from agent.control import ControlServer
 from agent.gateway import Gateway, Part, build_gateway
 from agent.health import Heartbeats
+from agent.metrics import MetricsServer, start_metrics
 from agent.sdnotify import Notifier, watchdog_interval_s
 from agent.store import Store, utc_now_iso
 
@@ -62,10 +63,13 @@ class Daemon:
         assert self.store is not None
         self.gateway = build_gateway(self.config, self.store, loop)
         started: list[Part] = []
+        metrics: MetricsServer | None = None
         try:
             for part in self.gateway.parts:
                 part.start()
                 started.append(part)
+            if self.config.metrics.enabled:
+                metrics = start_metrics(self.gateway, self.config.metrics.port)
             await self.control.start()
             self._register_control(loop)
             self._tasks = [
@@ -86,6 +90,8 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.control.stop()
+            if metrics is not None:
+                await asyncio.to_thread(metrics.stop)
             for part in reversed(started):
                 try:
                     await asyncio.to_thread(part.stop)

@@ -31,7 +31,7 @@ from drivers.osdp.events import DoorState
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from agent.doorflow import Outcome
+    from agent.doorflow import DoorFlow, Outcome
     from agent.gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,35 @@ class Metrics:
         bound = int(server.server_address[1])
         log.info("metrics served", extra={"host": host, "port": bound})
         return MetricsServer(host, bound, server, thread)
+
+
+def start_metrics(gateway: Gateway, port: int, host: str = "127.0.0.1") -> MetricsServer | None:
+    """The daemon's wiring: metrics for ``gateway``, fed by its door flow, served on ``port``.
+
+    None (logged as an error) when the endpoint cannot be served: the doors do
+    not depend on metrics, so the daemon runs on without them.
+    """
+    metrics = Metrics(gateway)
+    try:
+        server = metrics.serve(host, port)
+    except MetricsError as exc:
+        log.error("metrics not served", extra={"error": str(exc)})
+        return None
+    _chain_outcome_hook(gateway.flow, metrics.observe_outcome)
+    return server
+
+
+def _chain_outcome_hook(flow: DoorFlow, hook: Callable[[Outcome], None]) -> None:
+    # DoorFlow takes one outcome hook at construction (build_gateway's); this adds ours
+    # after it until build_gateway accepts more hooks.
+    previous = flow._on_outcome
+
+    def both(outcome: Outcome) -> None:
+        if previous is not None:
+            previous(outcome)
+        hook(outcome)
+
+    flow._on_outcome = both
 
 
 def check_loopback(host: str) -> None:

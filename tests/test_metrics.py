@@ -32,6 +32,7 @@ from agent.metrics import (
     Metrics,
     MetricsError,
     check_loopback,
+    start_metrics,
 )
 from agent.store import Store
 from drivers.idcard.reader import ReaderStats
@@ -252,6 +253,31 @@ def test_a_port_in_use_is_a_clear_error(gateway: Gateway) -> None:
             Metrics(gateway).serve("127.0.0.1", port)
 
 
+def test_start_metrics_counts_the_flows_decisions_and_keeps_its_hook(gateway: Gateway) -> None:
+    server = start_metrics(gateway, 0)
+    assert server is not None
+    try:
+        # The lock's bus is not running: the recorded opening fails at the lock.
+        outcome = asyncio.run(gateway.flow.remote_unlock("L102", 1.0, "metrics test"))
+        s = parse(_get(f"http://127.0.0.1:{server.port}/metrics"))
+    finally:
+        server.stop()
+    assert value(s, "lockgw_door_decisions_total", lock="L102", result="granted", reason="remote")
+    assert value(s, "lockgw_door_unlock_failures_total") == 1
+    assert value(s, "lockgw_outbox_enqueued_total") == 2, "door.opened, then door.unlock_failed"
+    assert gateway.outcomes == [outcome], "the gateway's own outcome hook still runs"
+
+
+def test_start_metrics_on_a_taken_port_logs_and_gives_none(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert start_metrics(gateway, taken.getsockname()[1]) is None
+    assert any(r.getMessage() == "metrics not served" for r in caplog.records)
+
+
 # -- helpers ------------------------------------------------------------------------------
 
 
@@ -270,3 +296,77 @@ def _free_port() -> int:
 def _get(url: str, timeout: float = 10) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return str(response.read().decode())
+
+
+# -- end to end ---------------------------------------------------------------------------
+
+
+def test_lockgw_run_serves_metrics_that_follow_the_building(tmp_path: Path) -> None:
+    """The real daemon on the simulated building (no cameras): scrape, present a card the
+    platform never granted, unlock remotely, scrape again; the endpoint closes with the daemon."""
+    from agent.simsite import SimulatedSite
+    from tests.e2e_support import make_guest, present
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    site = SimulatedSite(
+        ["L101"],
+        tmp_path / "site",
+        config_overrides={"metrics": {"enabled": True, "port": port}, "doors": {"camera": None}},
+    )
+    site.start()
+    try:
+        building = site.building
+
+        def live() -> Samples:
+            return parse(_get(url))
+
+        def ready() -> bool:
+            s = live()
+            return (
+                s.get(("lockgw_lock_online", frozenset({("lock", "L101"), ("bus", "bus0")}))) == 1
+                and s.get(("lockgw_reader_up", frozenset({("lock", "L101")}))) == 1
+            )
+
+        wait_for(ready, timeout=60, what="the lock and the reader to show up in the metrics")
+        s = live()
+        assert value(s, "lockgw_link_up") == 1
+        assert value(s, "lockgw_lock_secure_channel", lock="L101", bus="bus0") == 1
+        assert value(s, "lockgw_door_state", lock="L101", state="closed") == 1
+        assert value(s, "lockgw_osdp_port_up", bus="bus0") == 1
+        assert ("lockgw_face_requests_total", frozenset()) not in s, "no cameras, no face worker"
+
+        nobody = make_guest(None)
+        mark = present(site, "L101", nobody.card, None)
+        denied = building.platform.wait_for_event("access.denied", after_seq=mark)
+        cmd = building.platform.remote_unlock("L101", seconds=1, reason="metrics test")
+        assert building.platform.wait_ack(cmd)["status"] == "ok"
+        assert building.wait_relay("L101", True, timeout=10)
+
+        def settled() -> bool:
+            s = live()
+            return (
+                s.get(("lockgw_outbox_depth_messages", frozenset())) == 0
+                and s.get(("lockgw_outbox_acked_seq", frozenset()), 0) >= denied["seq"]
+            )
+
+        wait_for(settled, timeout=60, what="the platform to acknowledge the outbox")
+        s = live()
+        decisions = "lockgw_door_decisions_total"
+        assert value(s, decisions, lock="L101", result="denied", reason="no_grant") == 1
+        assert value(s, decisions, lock="L101", result="granted", reason="remote") == 1
+        assert value(s, "lockgw_door_decision_seconds_count", result="denied") == 1
+        assert value(s, "lockgw_door_decision_seconds_count", result="granted") == 1
+        assert value(s, "lockgw_reader_cards_read_total", lock="L101") >= 1
+        assert value(s, "lockgw_osdp_unlocks_total", bus="bus0") >= 1
+        assert value(s, "lockgw_commands_applied_total") >= 1
+        assert value(s, "lockgw_outbox_enqueued_total") >= 2
+        assert value(s, "lockgw_outbox_last_seq") >= denied["seq"]
+        assert value(s, "lockgw_link_published_total") >= 2
+        assert value(s, "lockgw_osdp_frames_rejected_total", bus="bus0") == 0
+
+        assert site.stop_daemon() == 0
+        with pytest.raises(OSError):
+            _get(url, timeout=2)
+    finally:
+        site.stop()
