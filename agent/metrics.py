@@ -432,7 +432,7 @@ class GatewayCollector(Collector):
         )
         rejected = _counter(
             "commands_rejected",
-            "Commands verified but refused (answered with an ack), by reason.",
+            "Commands verified but refused (replay, expired, refused …), by reason.",
             ["reason"],
         )
         dropped = _counter(

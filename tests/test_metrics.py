@@ -221,6 +221,39 @@ def test_no_personal_data_or_unbounded_values_in_labels(gateway: Gateway) -> Non
             assert set(sample.labels) <= allowed, (sample.name, sample.labels)
 
 
+class _StubFace:
+    def stats(self) -> dict[str, int]:
+        return dict.fromkeys(FACE_COUNTERS, 2)
+
+    def rss_bytes(self) -> int:
+        return 123_000_000
+
+
+class _StubCamera:
+    stats = {"opens": 1, "open_failures": 2, "drops": 3, "frames": 40}  # noqa: RUF012
+
+
+def test_docs_list_exactly_the_series_served(gateway: Gateway, repo_root: Path) -> None:
+    gateway.face = _StubFace()
+    gateway.cameras = {"L101": _StubCamera()}  # type: ignore[dict-item]
+    gateway.processor.last_sync_at = "2026-01-01T00:00:00Z"
+    gateway.clock.observe_trusted(time.time())
+    metrics = Metrics(gateway)
+    metrics.observe_outcome(Outcome("L101", False, "no_grant", "", (1,), 5.0))
+    served = set()
+    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+        if family.name.endswith("_created"):
+            continue
+        served.add(family.name + ("_total" if family.type == "counter" else ""))
+    text = (repo_root / "docs" / "metrics.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(lockgw_[a-z_]+)`", text, re.MULTILINE))
+    assert served - documented == set(), "served but not documented"
+    assert documented - served == set(), "documented but not served"
+    s = scrape(metrics)
+    assert value(s, "lockgw_camera_misses_total", lock="L101", cause="drops") == 3
+    assert value(s, "lockgw_face_timeouts_total") == 2
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "example.org", ""])
 def test_a_non_loopback_address_is_refused(gateway: Gateway, host: str) -> None:
     with pytest.raises(MetricsError, match=r"loopback|not an IP address"):
