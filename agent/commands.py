@@ -31,8 +31,7 @@ from typing import Any, Protocol
 from agent.keys import GatewayKeys, PlatformKeys
 from agent.messages import MessageError, format_time, parse_time, utc_now, validate_command
 from agent.outbox import Outbox
-from agent.seal import SealError, open_sealed, verify_jws
-from agent.secretbox import SecretBox, SecretBoxError
+from agent.seal import SealError, open_sealed
 from agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -277,96 +276,3 @@ def _exp_or_now(value: object, now: dt.datetime) -> float:
         return parse_time(value, "exp").timestamp()
     except MessageError:
         return now.timestamp()
-
-
-class StoredGrantsApplier:
-    """Default applier: keeps grants exactly as the platform signed them (sealed at rest).
-
-    ``grant.put`` / ``grant.sync`` store the command's JWS text, sealed with the
-    local SecretBox (it carries personal data), and index it by ``grant_id``;
-    ``grant.revoke`` removes the index row; unreferenced JWS rows are deleted.
-    ``lock.unlock`` is handed to ``unlock(lock, seconds, reason)`` after commit,
-    or refused when no door controller is wired.
-    """
-
-    def __init__(
-        self,
-        box: SecretBox,
-        unlock: Callable[[str, float, str], None] | None = None,
-    ) -> None:
-        self._box = box
-        self._unlock = unlock
-
-    def apply(self, conn: sqlite3.Connection, command: Command) -> Callable[[], None] | None:
-        """See :class:`CommandApplier`."""
-        body = command.body
-        if command.type == "grant.put":
-            self._store_signed(conn, command)
-            self._index(conn, body["grant_id"], command.id)
-        elif command.type == "grant.revoke":
-            conn.execute("DELETE FROM grants_raw WHERE grant_id = ?", (body["grant_id"],))
-        elif command.type == "grant.sync":
-            conn.execute("DELETE FROM grants_raw")
-            if body["grants"]:
-                self._store_signed(conn, command)
-                for grant in body["grants"]:
-                    self._index(conn, grant["grant_id"], command.id)
-        elif command.type == "lock.unlock":
-            unlock = self._unlock
-            if unlock is None:
-                raise CommandRejected("lock.unlock: no door controller on this gateway")
-            lock, seconds, reason = body["lock"], float(body["seconds"]), body["reason"]
-            return lambda: unlock(lock, seconds, reason)
-        elif command.type == "ping":
-            return None
-        conn.execute(
-            "DELETE FROM grants_signed WHERE cmd_id NOT IN (SELECT cmd_id FROM grants_raw)"
-        )
-        return None
-
-    def _store_signed(self, conn: sqlite3.Connection, command: Command) -> None:
-        sealed = self._box.seal(command.jws_compact.encode("ascii"), f"grant-jws:{command.id}")
-        conn.execute(
-            "INSERT INTO grants_signed (cmd_id, cmd_type, jws_sealed, received_at)"
-            " VALUES (?, ?, ?, ?)",
-            (command.id, command.type, sealed, format_time(utc_now())),
-        )
-
-    @staticmethod
-    def _index(conn: sqlite3.Connection, grant_id: str, cmd_id: str) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO grants_raw (grant_id, cmd_id, received_at) VALUES (?, ?, ?)",
-            (grant_id, cmd_id, format_time(utc_now())),
-        )
-
-
-def load_signed_grant(
-    store: Store, box: SecretBox, platform_keys: PlatformKeys, grant_id: str
-) -> dict[str, Any] | None:
-    """The grant body for ``grant_id``, re-verified against the pinned platform keys now.
-
-    None when no such grant is stored. Raises SealError if the stored text no
-    longer verifies (an edited row opens nothing).
-    """
-    with store.read() as conn:
-        row = conn.execute(
-            "SELECT s.cmd_id, s.jws_sealed FROM grants_raw r JOIN grants_signed s"
-            " ON s.cmd_id = r.cmd_id WHERE r.grant_id = ?",
-            (grant_id,),
-        ).fetchone()
-    if row is None:
-        return None
-    cmd_id, sealed = row
-    try:
-        jws_text = box.open(sealed, f"grant-jws:{cmd_id}").decode("ascii")
-    except (SecretBoxError, UnicodeDecodeError):
-        raise SealError(f"stored grant {grant_id} does not open with the local key") from None
-    env, _kid = verify_jws(jws_text, platform_keys.verify)
-    if env.get("id") != cmd_id:
-        raise SealError("stored grant is not the command it claims to be")
-    if env["type"] == "grant.put":
-        return dict(env["body"]) if env["body"].get("grant_id") == grant_id else None
-    for grant in env["body"].get("grants", []):
-        if grant.get("grant_id") == grant_id:
-            return dict(grant)
-    return None

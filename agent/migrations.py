@@ -129,4 +129,17 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX grant_guests_by_id_hash ON grant_guests (id_hash);
         """,
     ),
+    Migration(
+        4,
+        "drop grants_raw",
+        """
+        -- The link's stand-in grant index, replaced by grants/grant_guests (3).
+        -- grants_signed stays (GrantStore keeps the signed text there), but
+        -- signed text only the stand-in referred to holds personal data no
+        -- grant uses any more, so it goes too.
+        DROP INDEX IF EXISTS grants_raw_by_cmd;
+        DROP TABLE IF EXISTS grants_raw;
+        DELETE FROM grants_signed WHERE cmd_id NOT IN (SELECT cmd_id FROM grants);
+        """,
+    ),
 ]

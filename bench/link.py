@@ -31,9 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from mqtt_support import Broker, wait_until  # noqa: E402
+from mqtt_support import wait_until  # noqa: E402
 
-from agent.commands import CommandProcessor, StoredGrantsApplier  # noqa: E402
+from agent.applier import GatewayApplier  # noqa: E402
+from agent.commands import CommandProcessor  # noqa: E402
+from agent.grants import GrantStore  # noqa: E402
 from agent.keys import create_gateway_keys, load_gateway_keys, load_platform_keys  # noqa: E402
 from agent.link import Link, LinkSettings  # noqa: E402
 from agent.messages import format_time, make_envelope, utc_now  # noqa: E402
@@ -41,6 +43,7 @@ from agent.outbox import Outbox  # noqa: E402
 from agent.seal import seal  # noqa: E402
 from agent.secretbox import SecretBox  # noqa: E402
 from agent.store import Store  # noqa: E402
+from firmware_sim.broker import MosquittoBroker  # noqa: E402
 
 GW = "bench-gw"
 
@@ -138,7 +141,8 @@ def main() -> int:
     keys_dir = tmp / "keys"
     keys_dir.mkdir()
     jwk_set = create_gateway_keys(keys_dir / "gateway.jwks")
-    broker = Broker.loopback(tmp)
+    broker = MosquittoBroker(tmp / "broker")
+    broker.start()
     sim = SimProcess(broker.port, keys_dir, args.sim_workers)
     public = {"keys": [{k: v for k, v in key.items() if k != "d"} for key in jwk_set["keys"]]}
     (keys_dir / "gateway.jwks.pub").write_text(json.dumps(public))
@@ -164,7 +168,9 @@ def main() -> int:
         note(f"backlog ready in {time.perf_counter() - started:.1f}s: {outbox.stats()}")
 
         box = SecretBox.load_or_create(tmp / "state" / "local.key")
-        processor = CommandProcessor(store, outbox, GW, gw_keys, pf_keys, StoredGrantsApplier(box))
+        # No locks here: the benchmark's platform sends only sync.ack.
+        applier = GatewayApplier(GrantStore(store, box, pf_keys), set(), unlock=lambda *_: None)
+        processor = CommandProcessor(store, outbox, GW, gw_keys, pf_keys, applier)
         settings = LinkSettings(
             port=broker.port,
             transport="tcp",

@@ -3,7 +3,8 @@
 ``MosquittoBroker(workdir).start()`` writes ``<workdir>/mosquitto.conf``, runs
 ``mosquitto -c`` on a free 127.0.0.1 port and waits until it accepts
 connections. :meth:`kill9` is a crash (SIGKILL, nothing saved); :meth:`start`
-again brings it back on the same port. Not for production: no TLS, no ACL.
+again brings it back on the same port. Not for production: no TLS, no ACL by
+default; tests of those pass their own configuration text (``config``).
 """
 
 from __future__ import annotations
@@ -70,7 +71,12 @@ def loopback_conf(port: int, workdir: Path, *, host: str = "127.0.0.1", persist:
 
 
 class MosquittoBroker:
-    """One private mosquitto process; ``persist=True`` keeps sessions across restarts."""
+    """One private mosquitto process; ``persist=True`` keeps sessions across restarts.
+
+    ``config``, when given, is the configuration text run instead of the loopback
+    one (TLS, an ACL, several listeners); it must listen on ``host:port``, where
+    readiness is checked. It may be changed between :meth:`stop` and :meth:`start`.
+    """
 
     def __init__(
         self,
@@ -80,11 +86,13 @@ class MosquittoBroker:
         host: str = "127.0.0.1",
         persist: bool = False,
         binary: str | None = None,
+        config: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.host = host
         self.port = port or free_port(host)
         self.persist = persist
+        self.config = config
         self._binary = binary or find_mosquitto()
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -122,10 +130,11 @@ class MosquittoBroker:
         if accepts(self.host, self.port):
             raise BrokerError(f"port {self.port} on {self.host} is in use by another server")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.conf_path.write_text(
-            loopback_conf(self.port, self.workdir, host=self.host, persist=self.persist),
-            encoding="utf-8",
-        )
+        if self.config is None:
+            text = loopback_conf(self.port, self.workdir, host=self.host, persist=self.persist)
+        else:
+            text = self.config
+        self.conf_path.write_text(text, encoding="utf-8")
         self._proc = subprocess.Popen(
             [self._binary, "-c", str(self.conf_path)],
             stdin=subprocess.DEVNULL,

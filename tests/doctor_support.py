@@ -3,7 +3,8 @@
 The building's own broker is plain TCP, so this starts a private Mosquitto with
 two listeners: plain TCP for the platform simulator (it connects directly) and
 TLS with ``require_certificate`` for the gateway, with a test PKI from
-``mqtt_support``. The broker can be stopped (broker down) and restarted
+``mqtt_support`` (a :class:`~firmware_sim.broker.MosquittoBroker` with its own
+configuration). The broker can be stopped (broker down) and restarted
 trusting another CA (the gateway's certificate rejected).
 """
 
@@ -17,9 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mqtt_support import Broker, Pki, free_port, make_pki, wait_until
+from mqtt_support import Pki, make_pki, wait_until
 
 from agent.simsite import SimulatedSite
+from firmware_sim.broker import MosquittoBroker, free_port
 from firmware_sim.building import DEFAULT_GATEWAY_ID, Building
 
 GATEWAY_CN = f"gw-{DEFAULT_GATEWAY_ID}"
@@ -34,9 +36,9 @@ class TlsSite:
         self.pki: Pki = make_pki(workdir / "pki", [GATEWAY_CN])
         self.other_pki: Pki = make_pki(workdir / "pki-other", [GATEWAY_CN])
         self.plain_port, self.tls_port = free_port(), free_port()
-        self.conf = workdir / "mosquitto.conf"
-        self._write_conf(self.pki.ca)
-        self.broker = Broker(self.conf, self.plain_port)
+        self.broker = MosquittoBroker(
+            workdir, self.plain_port, config=self._broker_conf(self.pki.ca)
+        )
         cert, key = self.pki.clients[GATEWAY_CN]
         link = {
             "transport": "tls",
@@ -57,8 +59,8 @@ class TlsSite:
             broker=("127.0.0.1", self.plain_port),
         )
 
-    def _write_conf(self, client_ca: Path) -> None:
-        self.conf.write_text(
+    def _broker_conf(self, client_ca: Path) -> str:
+        return (
             "per_listener_settings false\n"
             "allow_anonymous true\n"
             "persistence false\n"
@@ -94,7 +96,7 @@ class TlsSite:
     def restart_broker(self, client_ca: Path | None = None) -> None:
         """Restart the broker, trusting ``client_ca`` for client certificates (default ours)."""
         self.broker.stop()
-        self._write_conf(client_ca or self.pki.ca)
+        self.broker.config = self._broker_conf(client_ca or self.pki.ca)
         self.broker.start()
 
     def status(self) -> dict[str, Any]:

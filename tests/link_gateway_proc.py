@@ -1,5 +1,8 @@
 """A minimal gateway process for the kill -9 tests: Store + Outbox + Link + commands.
 
+Commands go to the real applier (GrantStore + GatewayApplier) with no locks, so
+any ``lock.unlock`` is refused.
+
 It produces ``--total`` ``door.opened`` events numbered ``n`` = 0, 1, …; the
 number produced so far is kept in ``meta`` in the same transaction as the
 events, so a process killed at any moment resumes exactly where the committed
@@ -19,7 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.commands import CommandProcessor, StoredGrantsApplier
+from agent.applier import GatewayApplier
+from agent.commands import CommandProcessor
+from agent.grants import GrantStore
 from agent.keys import load_gateway_keys, load_platform_keys
 from agent.link import Link, LinkSettings
 from agent.logs import configure_logging
@@ -49,7 +54,8 @@ def main() -> int:
     pf_keys = load_platform_keys(args.keys / "platform.jwks")
     outbox = Outbox(store, args.gw, gw_keys, pf_keys)
     box = SecretBox.load_or_create(args.state / "local.key")
-    processor = CommandProcessor(store, outbox, args.gw, gw_keys, pf_keys, StoredGrantsApplier(box))
+    applier = GatewayApplier(GrantStore(store, box, pf_keys), set(), unlock=lambda *_: None)
+    processor = CommandProcessor(store, outbox, args.gw, gw_keys, pf_keys, applier)
     settings = LinkSettings(
         port=args.port,
         transport="tcp",

@@ -1,22 +1,16 @@
-"""Test helpers for the platform link: a private Mosquitto, a cuttable TCP proxy, a test PKI.
+"""Test helpers for the platform link: a private broker, a cuttable link, a test PKI.
 
-Nothing here is a fake of the broker: tests run a real ``mosquitto -c conf``
-on a free port, kill it with SIGKILL, cut TCP connections through a real
-proxy, and use real X.509 certificates made with ``cryptography``.
+Nothing here is a fake of the broker: tests run a real Mosquitto
+(:class:`firmware_sim.broker.MosquittoBroker`), kill it with SIGKILL, cut TCP
+connections through a real proxy (:class:`firmware_sim.netcut.NetCut`), and use
+real X.509 certificates made with ``cryptography``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import getpass
 import ipaddress
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,20 +21,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+from firmware_sim.broker import MosquittoBroker, accepts, find_mosquitto
+from firmware_sim.broker import free_port as free_port  # re-exported for the tests
+from firmware_sim.netcut import NetCut
+
 REPO = Path(__file__).resolve().parents[1]
+# Locks the in-process gateway knows (lock.unlock for any other is refused).
+RIG_LOCKS = ("door-1", "door-2", "door-3")
 
 
 def have_mosquitto() -> bool:
     """True when a mosquitto binary is installed."""
-    return Path(MOSQUITTO).exists()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return find_mosquitto() is not None
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
@@ -55,145 +47,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 def port_open(port: int) -> bool:
     """True when something accepts TCP connections on 127.0.0.1:port."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def loopback_conf(port: int, log_file: Path) -> str:
-    """A plain-TCP loopback broker configuration for tests (no persistence)."""
-    return (
-        f"listener {port} 127.0.0.1\n"
-        "allow_anonymous true\n"
-        "persistence false\n"
-        "max_queued_messages 0\n"
-        "max_inflight_messages 0\n"
-        f"user {getpass.getuser()}\n"
-        f"log_dest file {log_file}\n"
-        "log_type error\nlog_type warning\nlog_type notice\n"
-    )
-
-
-@dataclass
-class Broker:
-    """A private mosquitto process."""
-
-    conf: Path
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    @classmethod
-    def loopback(cls, workdir: Path, port: int | None = None) -> Broker:
-        """A started plain-TCP broker in ``workdir``."""
-        port = port or free_port()
-        conf = workdir / "mosquitto.conf"
-        conf.write_text(loopback_conf(port, workdir / "mosquitto.log"))
-        broker = cls(conf, port)
-        broker.start()
-        return broker
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Start mosquitto and wait until it accepts connections."""
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        if not wait_until(lambda: port_open(self.port), timeout):
-            self.kill9()
-            raise RuntimeError(f"mosquitto did not start on port {self.port}")
-
-    def kill9(self) -> None:
-        """SIGKILL the broker (no clean shutdown, nothing saved)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        self.proc = None
-
-    def stop(self) -> None:
-        """Terminate the broker."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-        self.proc = None
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:listen_port to 127.0.0.1:upstream_port; ``cut()`` breaks every link."""
-
-    def __init__(self, upstream_port: int, listen_port: int | None = None) -> None:
-        self.upstream = upstream_port
-        self.port = listen_port or free_port()
-        self._server = socket.socket()
-        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._server.bind(("127.0.0.1", self.port))
-        self._server.listen(16)
-        self._lock = threading.Lock()
-        self._pairs: list[tuple[socket.socket, socket.socket]] = []
-        self._closed = False
-        self.refuse = False
-        self.cuts = 0
-        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            if self.refuse:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._pairs.append((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        """Reset every open connection (both directions)."""
-        with self._lock:
-            pairs, self._pairs = self._pairs, []
-        for pair in pairs:
-            for s in pair:
-                try:
-                    s.setsockopt(
-                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                    )
-                    s.close()
-                except OSError:
-                    pass
-        self.cuts += 1
-
-    def close(self) -> None:
-        """Stop accepting and cut everything."""
-        self._closed = True
-        self._server.close()
-        self.cut()
+    return accepts("127.0.0.1", port)
 
 
 # --- test PKI -------------------------------------------------------------------
@@ -318,7 +172,10 @@ def write_key_files(directory: Path, platform_jwks: dict[str, object]) -> tuple[
 
 
 class GatewayRig:
-    """Store + Outbox + CommandProcessor + Link for one gateway, in this process."""
+    """Store + Outbox + GrantStore/GatewayApplier + CommandProcessor + Link, in this process.
+
+    Unlocks the applier hands over are recorded in ``unlocks``.
+    """
 
     def __init__(
         self,
@@ -329,7 +186,9 @@ class GatewayRig:
         port: int,
         **settings: object,
     ) -> None:
-        from agent.commands import CommandProcessor, StoredGrantsApplier
+        from agent.applier import GatewayApplier
+        from agent.commands import CommandProcessor
+        from agent.grants import GrantStore
         from agent.keys import load_gateway_keys, load_platform_keys
         from agent.link import Link, LinkSettings
         from agent.outbox import Outbox
@@ -344,8 +203,9 @@ class GatewayRig:
         outbox_args = {k: settings.pop(k) for k in ("max_bytes", "warn_ratio") if k in settings}
         self.outbox = Outbox(self.store, gateway_id, self.gw_keys, self.pf_keys, **outbox_args)  # type: ignore[arg-type]
         self.unlocks: list[tuple[str, float, str]] = []
-        self.applier = StoredGrantsApplier(
-            self.box, unlock=lambda lock, s, r: self.unlocks.append((lock, s, r))
+        self.grants = GrantStore(self.store, self.box, self.pf_keys)
+        self.applier = GatewayApplier(
+            self.grants, set(RIG_LOCKS), unlock=lambda lock, s, r: self.unlocks.append((lock, s, r))
         )
         self.processor = CommandProcessor(
             self.store, self.outbox, gateway_id, self.gw_keys, self.pf_keys, self.applier
@@ -381,7 +241,11 @@ class GatewayRig:
 
 
 class World:
-    """A private broker, the platform simulator, and one gateway's parts (link not started)."""
+    """A private broker, the platform simulator, and one gateway's parts (link not started).
+
+    With ``via_proxy`` the gateway reaches the broker through a :class:`NetCut`
+    (``world.proxy``); the platform simulator always connects directly.
+    """
 
     def __init__(
         self, tmp: Path, gw: str = "bldg-001", via_proxy: bool = False, **settings: object
@@ -392,8 +256,9 @@ class World:
 
         self.tmp = tmp
         self.gw = gw
-        self.broker = Broker.loopback(tmp)
-        self.proxy = TcpProxy(self.broker.port) if via_proxy else None
+        self.broker = MosquittoBroker(tmp / "broker")
+        self.broker.start()
+        self.proxy = NetCut(self.broker.address) if via_proxy else None
         self.platform_keys = SimKeys()
         self.gw_keys_path, self.pf_keys_path = write_key_files(
             tmp / "keys", self.platform_keys.public_jwks()

@@ -20,7 +20,6 @@ import paho.mqtt.client as mqtt
 import pytest
 from mqtt_support import (
     REPO,
-    Broker,
     GatewayRig,
     Pki,
     free_port,
@@ -31,6 +30,7 @@ from mqtt_support import (
 )
 from paho.mqtt.enums import CallbackAPIVersion
 
+from firmware_sim.broker import MosquittoBroker
 from firmware_sim.platform import PlatformSim, SimKeys
 
 pytestmark = pytest.mark.skipif(not have_mosquitto(), reason="mosquitto is not installed")
@@ -49,7 +49,7 @@ def _make_acl() -> Any:
 
 @dataclass
 class TlsBroker:
-    broker: Broker
+    broker: MosquittoBroker
     pki: Pki
     port: int
 
@@ -71,8 +71,7 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
         .replace("log_dest syslog", f"log_dest file {tmp / 'mosquitto.log'}")
     )
     assert "lockgw.acl" in conf and "use_identity_as_username true" in conf
-    (tmp / "mosquitto.conf").write_text(conf + f"\nuser {getpass.getuser()}\n")
-    broker = Broker(tmp / "mosquitto.conf", port)
+    broker = MosquittoBroker(tmp, port, config=conf + f"\nuser {getpass.getuser()}\n")
     broker.start()
     yield TlsBroker(broker, pki, port)
     broker.kill9()

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_support import REPO, Broker, World, have_mosquitto, wait_until, write_key_files
+from mqtt_support import REPO, World, have_mosquitto, wait_until, write_key_files
 
+from agent.link import Link
 from agent.messages import format_time, utc_now
+from firmware_sim.broker import MosquittoBroker
+from firmware_sim.netcut import NetCut
 from firmware_sim.platform import PlatformSim, SimKeys
 
 pytestmark = [
@@ -33,6 +36,14 @@ def opened(n: int) -> dict[str, Any]:
         "n": n,
         "at": format_time(utc_now()),
     }
+
+
+def cut_until_noticed(proxy: NetCut, link: Link) -> None:
+    """Cut the network and keep it down until the gateway has seen a reconnect fail."""
+    failures = link.counters["connect_failures"]
+    proxy.cut()
+    assert wait_until(lambda: link.counters["connect_failures"] > failures, 30), link.counters
+    proxy.restore()
 
 
 def assert_complete(sim: PlatformSim, gw: str, total: int, last_seq: int) -> None:
@@ -92,19 +103,21 @@ def test_network_cut_repeatedly_through_a_proxy(tmp_path: Path) -> None:
         for i in range(6):
             assert sim.wait_for(lambda i=i: len(view.messages) >= (i + 1) * 400, 60)
             assert rig.link.wait_connected(30)
-            proxy.cut()
+            cut_until_noticed(proxy, rig.link)
         producer.join(60)
         assert done.is_set()
         assert sim.wait_for(lambda: view.prefix >= total, 120), (view.prefix, view.gaps()[:5])
         assert_complete(sim, gw, total, total)
-        assert rig.link.counters["connects"] >= 4, rig.link.counters
+        # every cut ended a session: the first one and one after each restore
+        assert proxy.cuts == 6 and rig.link.counters["connects"] >= 7, rig.link.counters
     finally:
         world.close()
 
 
 def test_gateway_killed_20_times_during_the_stream(tmp_path: Path) -> None:
     gw, total = "bldg-kill", 3000
-    broker = Broker.loopback(tmp_path)
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
     keys = SimKeys()
     gw_path, _ = write_key_files(tmp_path / "keys", keys.public_jwks())
     sim = PlatformSim("127.0.0.1", broker.port, {gw: json.loads(gw_path.read_text())}, keys)
@@ -159,7 +172,8 @@ def test_lockgw_daemon_killed_20_times_while_events_stream_in(tmp_path: Path) ->
     from agent.store import Store
 
     gw, total = "bldg-daemon", 2000
-    broker = Broker.loopback(tmp_path)
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
     keys = SimKeys()
     gw_path, pf_path = write_key_files(tmp_path / "keys", keys.public_jwks())
     state = tmp_path / "state"
