@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,9 +218,22 @@ def run_bench(bench: Bench, quick: bool, workdir: Path) -> Outcome:
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+    err_tail: deque[str] = deque(maxlen=3)
+
+    def copy_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.strip():
+                err_tail.append(line.strip())
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    err_thread = threading.Thread(target=copy_stderr, daemon=True)
+    err_thread.start()
     timed_out = threading.Event()
 
     def kill() -> None:
@@ -240,15 +254,17 @@ def run_bench(bench: Bench, quick: bool, workdir: Path) -> Outcome:
         raise
     finally:
         timer.cancel()
+    err_thread.join(5)
     seconds = round(time.monotonic() - started, 1)
     if timed_out.is_set():
         return Outcome(None, f"timed out after {bench.timeout_s:.0f} s", seconds, args)
+    last_err = f"; stderr: {err_tail[-1][:200]}" if err_tail else ""
     try:
         figures = parse_last_json("".join(lines))
     except ValueError as exc:
-        return Outcome(None, f"exit code {code}: {exc}", seconds, args)
+        return Outcome(None, f"exit code {code}: {exc}{last_err}", seconds, args)
     if code != 0:
-        return Outcome(None, f"exit code {code}", seconds, args)
+        return Outcome(None, f"exit code {code}{last_err}", seconds, args)
     samples = None
     if bench.samples and samples_file.exists():
         samples = json.loads(samples_file.read_text(encoding="utf-8"))
@@ -415,22 +431,25 @@ def plot(doc: Mapping[str, Any], path: Path) -> None:
             left.step(values, ys, where="post", color=colour, label=f"{label}, n={len(values)}")
             left.plot(values, ys, "o", color=colour, markersize=3)
             left.axvline(limit, color=colour, linestyle="--", linewidth=1)
-            left.text(
-                limit,
-                0.5,
-                f"p95 target {limit} ms ",
-                color=colour,
-                fontsize=8,
+            left.annotate(
+                f"p95 target {limit} ms",
+                xy=(limit, 0.5),
+                xytext=(-4, 0),
+                textcoords="offset points",
                 rotation=90,
                 ha="right",
                 va="center",
+                color=colour,
+                fontsize=8,
             )
         left.axhline(0.95, color="grey", linestyle=":", linewidth=1, label="p95")
         left.set_ylim(0, 1.02)
         left.set_xlim(left=0)
-        left.legend(loc="center right", fontsize=8)
+        left.legend(loc="lower right", fontsize=8)
     else:
-        left.text(0.5, 0.5, "door flow not run", ha="center", va="center")
+        door_run = doc.get("benchmarks", {}).get("door")
+        what = "failed" if door_run and door_run.get("error") else "not run"
+        left.text(0.5, 0.5, f"door benchmark {what}", ha="center", va="center")
     left.set_title("Door flow: card presented to relay switched")
     left.set_xlabel("latency (ms)")
     left.set_ylabel("share of presentations ≤ latency")
@@ -468,7 +487,8 @@ def _plot_drain(ax: Any, doc: Mapping[str, Any]) -> None:
             label=f"from the mean rate {format_value(rate)}/s (no samples)",
         )
     else:
-        ax.text(0.5, 0.5, "link benchmark not run", ha="center", va="center")
+        what = "failed" if link and link.get("error") else "not run"
+        ax.text(0.5, 0.5, f"link benchmark {what}", ha="center", va="center")
         return
     ax.plot([0, backlog / 2000], [backlog, 0], color="grey", linestyle="--", label="target 2,000/s")
     ax.set_ylim(0, backlog * 1.05)
