@@ -261,12 +261,28 @@ class PolicySection(_Section):
     pin_lockout_s: int = Field(
         300, ge=10, le=86400, description="Lockout after too many wrong PINs."
     )
-    failures_alert_count: int = Field(
+
+
+class AlertsSection(_Section):
+    """Warning rules: which happenings become alerts to the platform (each can be switched off)."""
+
+    identity_mismatch: bool = Field(True, description="Valid card, face of someone else.")
+    unregistered_occupant: bool = Field(
+        True, description="More faces pass an opened door than guests were verified (实数登记)."
+    )
+    door_forced: bool = Field(True, description="Door opened while locked.")
+    door_held_open: bool = Field(True, description="Door open past its `held_open_s`.")
+    tamper: bool = Field(True, description="A lock's tamper switch opened.")
+    lock_offline: bool = Field(True, description="A lock stopped answering on its bus.")
+    brute_force_count: int = Field(
         5, ge=2, le=100, description="Denials at one door within the window: `brute_force`."
     )
-    failures_alert_window_s: int = Field(300, ge=10, le=86400, description="Window for the above.")
-    unknown_card_alert_count: int = Field(
-        3, ge=2, le=100, description="Same ungranted card presented this often: alert."
+    brute_force_window_s: int = Field(300, ge=10, le=86400, description="Window for the above.")
+    unknown_card_count: int = Field(
+        3, ge=2, le=100, description="A card in no grant presented this often: `unknown_card`."
+    )
+    unknown_card_window_s: int = Field(
+        3600, ge=60, le=7 * 86400, description="Window for the above."
     )
 
 
@@ -287,6 +303,7 @@ class Config(_Section):
     readers: ReadersSection = Field(default_factory=ReadersSection)
     face: FaceSection = Field(default_factory=FaceSection)
     policy: PolicySection = Field(default_factory=PolicySection)
+    alerts: AlertsSection = Field(default_factory=AlertsSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     buses: list[BusSection] = Field(default_factory=list)
     doors: list[DoorSection] = Field(default_factory=list)

@@ -157,13 +157,8 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
     grants = GrantStore(store, box, platform_keys)
     clock = ClockGuard(store)
     policy = config.policy
-    rules = AlertRules(
-        AlertPolicy(
-            brute_force_count=policy.failures_alert_count,
-            brute_force_window_s=policy.failures_alert_window_s,
-            unknown_card_count=policy.unknown_card_alert_count,
-        )
-    )
+    alerts = config.alerts
+    rules = AlertRules(AlertPolicy(**alerts.model_dump()))
     buses = _buses(config, state_dir, loop, lambda: flow)
     cameras = {d.id: _camera(d) for d in config.doors if d.camera}
     face = _face_worker(config) if cameras else None

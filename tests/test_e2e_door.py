@@ -37,7 +37,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedSite]:
         workdir,
         config_overrides={
             "doors": {"unlock_seconds": 2},
-            "policy": {"pin_max_attempts": 3, "failures_alert_count": 50},
+            "policy": {"pin_max_attempts": 3},
+            "alerts": {"brute_force_count": 50},
         },
     )
     simulated.start()
