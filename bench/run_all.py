@@ -79,6 +79,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("idcard", ("--n", "5", "--poll-ms", "100"), 300),
     Bench("face", ("--rounds", "1"), 1800),
     Bench("door", ("--rounds", "2"), 1800, samples=True),
+    Bench("metrics", ("--grants", "300", "--scrapes", "20", "--observations", "1000"), 1200),
 )
 
 
@@ -305,6 +306,7 @@ def run_all(benches: Sequence[Bench], quick: bool) -> dict[str, Any]:
             if out.samples is not None:
                 doc["samples"][bench.name] = out.samples
     doc["run"]["seconds"] = round(time.monotonic() - began, 1)
+    doc["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return doc
 
 
@@ -360,8 +362,9 @@ def machine_line(doc: Mapping[str, Any]) -> str:
     """One sentence: when, at which commit, on what."""
     m, run = doc["machine"], doc["run"]
     mem = f", {m['memory_gib']} GiB RAM" if m.get("memory_gib") else ""
-    load = m.get("load_avg_at_start") or []
+    load, end = m.get("load_avg_at_start") or [], m.get("load_avg_at_end") or []
     load_text = f"; load average {load[0]} at start" if load else ""
+    load_text += f", {end[0]} at the end" if load and end else ""
     commit = f" at commit `{run['commit']}`" if run.get("commit") else ""
     kind = "quick smoke run (small sizes)" if run.get("quick") else "full run"
     return (
