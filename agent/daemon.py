@@ -18,7 +18,7 @@ from agent.config import Config
 from agent.control import ControlServer
 from agent.gateway import Gateway, Part, build_gateway
 from agent.health import Heartbeats
-from agent.metrics import MetricsServer, start_metrics
+from agent.metrics import Metrics, start_metrics
 from agent.sdnotify import Notifier, watchdog_interval_s
 from agent.store import Store, utc_now_iso
 
@@ -63,7 +63,7 @@ class Daemon:
         assert self.store is not None
         self.gateway = build_gateway(self.config, self.store, loop)
         started: list[Part] = []
-        metrics: MetricsServer | None = None
+        metrics: Metrics | None = None
         try:
             for part in self.gateway.parts:
                 part.start()

@@ -147,6 +147,7 @@ class Metrics:
         )
         for result in ("granted", "denied"):
             self._decision_seconds.labels(result)
+        self.server: MetricsServer | None = None
 
     def observe_outcome(self, outcome: Outcome) -> None:
         """The door flow's outcome hook: count the decision, time it."""
@@ -167,23 +168,31 @@ class Metrics:
             raise MetricsError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
         bound = int(server.server_address[1])
         log.info("metrics served", extra={"host": host, "port": bound})
-        return MetricsServer(host, bound, server, thread)
+        self.server = MetricsServer(host, bound, server, thread)
+        return self.server
+
+    def stop(self) -> None:
+        """Stop serving, if serving."""
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
 
-def start_metrics(gateway: Gateway, port: int, host: str = "127.0.0.1") -> MetricsServer | None:
+def start_metrics(gateway: Gateway, port: int, host: str = "127.0.0.1") -> Metrics | None:
     """The daemon's wiring: metrics for ``gateway``, fed by its door flow, served on ``port``.
 
     None (logged as an error) when the endpoint cannot be served: the doors do
-    not depend on metrics, so the daemon runs on without them.
+    not depend on metrics, so the daemon runs on without them. ``stop()`` it on
+    shutdown.
     """
     metrics = Metrics(gateway)
     try:
-        server = metrics.serve(host, port)
+        metrics.serve(host, port)
     except MetricsError as exc:
         log.error("metrics not served", extra={"error": str(exc)})
         return None
     _chain_outcome_hook(gateway.flow, metrics.observe_outcome)
-    return server
+    return metrics
 
 
 def _chain_outcome_hook(flow: DoorFlow, hook: Callable[[Outcome], None]) -> None:
@@ -194,7 +203,10 @@ def _chain_outcome_hook(flow: DoorFlow, hook: Callable[[Outcome], None]) -> None
     def both(outcome: Outcome) -> None:
         if previous is not None:
             previous(outcome)
-        hook(outcome)
+        try:
+            hook(outcome)
+        except Exception as exc:  # metrics must never disturb a door
+            log.warning("metrics hook failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     flow._on_outcome = both
 

@@ -287,18 +287,34 @@ def test_a_port_in_use_is_a_clear_error(gateway: Gateway) -> None:
 
 
 def test_start_metrics_counts_the_flows_decisions_and_keeps_its_hook(gateway: Gateway) -> None:
-    server = start_metrics(gateway, 0)
-    assert server is not None
+    metrics = start_metrics(gateway, 0)
+    assert metrics is not None and metrics.server is not None
     try:
         # The lock's bus is not running: the recorded opening fails at the lock.
         outcome = asyncio.run(gateway.flow.remote_unlock("L102", 1.0, "metrics test"))
-        s = parse(_get(f"http://127.0.0.1:{server.port}/metrics"))
+        s = parse(_get(f"http://127.0.0.1:{metrics.server.port}/metrics"))
     finally:
-        server.stop()
+        metrics.stop()
     assert value(s, "lockgw_door_decisions_total", lock="L102", result="granted", reason="remote")
     assert value(s, "lockgw_door_unlock_failures_total") == 1
     assert value(s, "lockgw_outbox_enqueued_total") == 2, "door.opened, then door.unlock_failed"
     assert gateway.outcomes == [outcome], "the gateway's own outcome hook still runs"
+
+
+def test_a_failing_metrics_hook_does_not_disturb_the_door(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Metrics, outcome: Outcome) -> None:
+        raise RuntimeError("metrics broke")
+
+    monkeypatch.setattr(Metrics, "observe_outcome", broken)
+    metrics = start_metrics(gateway, 0)
+    assert metrics is not None
+    try:
+        outcome = asyncio.run(gateway.flow.remote_unlock("L102", 1.0, "metrics test"))
+    finally:
+        metrics.stop()
+    assert outcome.granted and gateway.outcomes == [outcome]
 
 
 def test_start_metrics_on_a_taken_port_logs_and_gives_none(
@@ -359,13 +375,18 @@ def test_lockgw_run_serves_metrics_that_follow_the_building(tmp_path: Path) -> N
             return (
                 s.get(("lockgw_lock_online", frozenset({("lock", "L101"), ("bus", "bus0")}))) == 1
                 and s.get(("lockgw_reader_up", frozenset({("lock", "L101")}))) == 1
+                and s.get(("lockgw_door_state", frozenset({("lock", "L101"), ("state", "closed")})))
+                == 1
             )
 
-        wait_for(ready, timeout=60, what="the lock and the reader to show up in the metrics")
+        wait_for(
+            ready,
+            timeout=60,
+            what="the lock (door closed) and the reader to show up in the metrics",
+        )
         s = live()
         assert value(s, "lockgw_link_up") == 1
         assert value(s, "lockgw_lock_secure_channel", lock="L101", bus="bus0") == 1
-        assert value(s, "lockgw_door_state", lock="L101", state="closed") == 1
         assert value(s, "lockgw_osdp_port_up", bus="bus0") == 1
         assert ("lockgw_face_requests_total", frozenset()) not in s, "no cameras, no face worker"
 
