@@ -140,7 +140,6 @@ class DoorFlow:
         doors: list[DoorDevices],
         settings: FlowSettings,
         card_photo_image: Callable[[bytes, str], bytes | None] | None = None,
-        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self._store = store
         self._outbox = outbox
@@ -152,7 +151,10 @@ class DoorFlow:
         self._by_address = {(d.bus_name, d.address): d for d in doors}
         self._settings = settings
         self._card_photo_image = card_photo_image
-        self._on_outcome = on_outcome
+        # Observers of every presentation's outcome and of each face check's latency
+        # (recent outcomes for status, metrics); they must not raise.
+        self.outcome_observers: list[Callable[[Outcome], None]] = []
+        self.face_observers: list[Callable[[float], None]] = []
         self._state = {d.lock_id: _DoorState() for d in doors}
         self.counters: dict[str, int] = {}
         self.journal = Journal()
@@ -372,6 +374,8 @@ class DoorFlow:
                 deadline_s=self._settings.face_timeout_s * self._settings.face_attempts,
             )
         )
+        for observe in self.face_observers:
+            observe(float(last.elapsed_ms))
         outcome = FaceOutcome(
             bool(last.accepted),
             None if last.distance is None else float(last.distance),
@@ -593,8 +597,11 @@ class DoorFlow:
 
     def _done(self, outcome: Outcome) -> Outcome:
         self._count("granted" if outcome.granted else f"denied_{outcome.reason}")
-        if self._on_outcome is not None:
-            self._on_outcome(outcome)
+        for observe in self.outcome_observers:
+            try:
+                observe(outcome)
+            except Exception:
+                log.exception("outcome observer failed")
         return outcome
 
     def _count(self, name: str) -> None:

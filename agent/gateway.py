@@ -76,6 +76,11 @@ class Gateway:
     started_at: float = field(default_factory=time.time)
     outcomes: list[Outcome] = field(default_factory=list)
 
+    def remember_outcome(self, outcome: Outcome) -> None:
+        """Keep the last hundred outcomes (no personal data in them)."""
+        self.outcomes.append(outcome)
+        del self.outcomes[:-100]
+
     def status(self) -> dict[str, Any]:
         """The live state for ``lockgw status`` (no personal data)."""
         now = self.clock.now()
@@ -175,12 +180,6 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
 
     gateway_holder: list[Gateway] = []
 
-    def on_outcome(outcome: Outcome) -> None:
-        if gateway_holder:
-            recent = gateway_holder[0].outcomes
-            recent.append(outcome)
-            del recent[:-100]
-
     flow = DoorFlow(
         store=store,
         outbox=outbox,
@@ -213,7 +212,6 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
             face_timeout_s=config.face.timeout_s,
         ),
         card_photo_image=card_photo_image,
-        on_outcome=on_outcome,
     )
 
     def request_unlock(lock: str, seconds: float, reason: str) -> None:
@@ -257,6 +255,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         face=face,
     )
     gateway_holder.append(gateway)
+    flow.outcome_observers.append(gateway.remember_outcome)
     gateway.parts = _parts(gateway)
     return gateway
 

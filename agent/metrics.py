@@ -31,7 +31,7 @@ from drivers.osdp.events import DoorState
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from agent.doorflow import DoorFlow, Outcome
+    from agent.doorflow import Outcome
     from agent.gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -191,24 +191,9 @@ def start_metrics(gateway: Gateway, port: int, host: str = "127.0.0.1") -> Metri
     except MetricsError as exc:
         log.error("metrics not served", extra={"error": str(exc)})
         return None
-    _chain_outcome_hook(gateway.flow, metrics.observe_outcome)
+    gateway.flow.outcome_observers.append(metrics.observe_outcome)
+    gateway.flow.face_observers.append(metrics.observe_face)
     return metrics
-
-
-def _chain_outcome_hook(flow: DoorFlow, hook: Callable[[Outcome], None]) -> None:
-    # DoorFlow takes one outcome hook at construction (build_gateway's); this adds ours
-    # after it until build_gateway accepts more hooks.
-    previous = flow._on_outcome
-
-    def both(outcome: Outcome) -> None:
-        if previous is not None:
-            previous(outcome)
-        try:
-            hook(outcome)
-        except Exception as exc:  # metrics must never disturb a door
-            log.warning("metrics hook failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-
-    flow._on_outcome = both
 
 
 def check_loopback(host: str) -> None:
