@@ -210,6 +210,12 @@ class Daemon:
         if rows:
             gw.outbox.notify()
 
+    def _dead_parts(self) -> list[str]:
+        """Parts whose own thread has died: the daemon is not healthy without them."""
+        if self.gateway is None:
+            return []
+        return [part.name for part in self.gateway.parts if not part.alive()]
+
     async def _supervise(self) -> None:
         """Beat, ping the watchdog while every loop is healthy, wait for the stop signal."""
         assert self._stop is not None
@@ -219,7 +225,7 @@ class Daemon:
         reported_stale: list[str] = []
         while not self._stop.is_set():
             self.heartbeats.beat(MAIN_LOOP)
-            stale = self.heartbeats.stale()
+            stale = self.heartbeats.stale() + self._dead_parts()
             if not stale:
                 if interval:
                     self.notifier.watchdog()

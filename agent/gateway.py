@@ -47,11 +47,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Part:
-    """A started-and-stopped piece of the daemon."""
+    """A started-and-stopped piece of the daemon; ``alive`` is False when its thread died."""
 
     name: str
     start: Callable[[], None]
     stop: Callable[[], None]
+    alive: Callable[[], bool] = lambda: True
 
 
 @dataclass
@@ -264,14 +265,27 @@ def _parts(gw: Gateway) -> list[Part]:
     parts: list[Part] = []
     if gw.face is not None:
         parts.append(Part("face", gw.face.start, gw.face.close))
-    parts.append(Part("link", gw.link.start, lambda: gw.link.stop(timeout=3.0)))
+    parts.append(
+        Part("link", gw.link.start, lambda: gw.link.stop(timeout=3.0), lambda: gw.link.running)
+    )
     for name, bus in gw.buses.items():
-        parts.append(Part(f"bus:{name}", bus.start, bus.stop))
+        parts.append(Part(f"bus:{name}", bus.start, bus.stop, _is_running(bus)))
     for door, reader in gw.readers.items():
-        parts.append(Part(f"reader:{door}", reader.start, functools.partial(reader.stop, 3.0)))
+        parts.append(
+            Part(
+                f"reader:{door}",
+                reader.start,
+                functools.partial(reader.stop, 3.0),
+                _is_running(reader),
+            )
+        )
     for door, camera in gw.cameras.items():
         parts.append(Part(f"camera:{door}", lambda: None, camera.close))
     return parts
+
+
+def _is_running(part: OsdpBus | IdCardReader) -> Callable[[], bool]:
+    return lambda: part.running
 
 
 def _buses(

@@ -149,6 +149,11 @@ class Link:
             sock.close()
 
     @property
+    def running(self) -> bool:
+        """True while the link thread is alive (connected or reconnecting)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def connected(self) -> bool:
         """True while a session is established."""
         return self._connected.is_set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Callable
@@ -120,3 +121,56 @@ def test_notifier_outside_systemd_is_silent(clean_env: dict[str, str]) -> None:
     notifier = Notifier(address="")
     assert not notifier.enabled
     assert notifier.ready() is False
+
+
+def _drain(sock: NotifySocket) -> list[bytes]:
+    sock.sock.setblocking(False)
+    got = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            got.append(sock.sock.recv(100))
+    return got
+
+
+def test_watchdog_stops_while_a_parts_thread_is_dead(
+    write_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from agent.config import load_config
+    from agent.daemon import Daemon
+    from agent.gateway import Part
+
+    sock = NotifySocket(tmp_path / "wd.sock")
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # ping every 0.1 s
+    daemon = Daemon(load_config(write_config()), Notifier(str(sock.path)))
+    link_alive = [True]
+    daemon.gateway = SimpleNamespace(  # type: ignore[assignment]
+        parts=[Part("link", lambda: None, lambda: None, lambda: link_alive[0])]
+    )
+    phases: dict[str, list[bytes]] = {}
+
+    async def scenario() -> None:
+        daemon._stop = asyncio.Event()
+        task = asyncio.create_task(daemon._supervise())
+        await asyncio.sleep(0.6)
+        phases["alive"] = _drain(sock)
+        link_alive[0] = False
+        await asyncio.sleep(0.15)
+        _drain(sock)  # a ping may have been on its way
+        await asyncio.sleep(0.6)
+        phases["dead"] = _drain(sock)
+        link_alive[0] = True
+        await asyncio.sleep(0.4)
+        phases["back"] = _drain(sock)
+        daemon._stop.set()
+        await task
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        sock.close()
+    assert len(phases["alive"]) >= 3
+    assert phases["dead"] == [], "the watchdog was pinged while a part's thread was dead"
+    assert phases["back"], "pinging resumes when the part is alive again"

@@ -310,6 +310,11 @@ class IdCardReader:
         """The current status (for ``lockgw status``)."""
         return ReaderStatus(self._state, self.port, self._sam_id, detail, self.stats)
 
+    @property
+    def running(self) -> bool:
+        """True while the poll thread is alive (including while the port is away)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         """Start the poll thread."""
         if self._thread is not None:
