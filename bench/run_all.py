@@ -382,7 +382,7 @@ def section(doc: Mapping[str, Any]) -> str:
         {name: b["error"] for name, b in benches.items() if b.get("error")},
     )
     units = (
-        "Units are in the figure names (`_ms`, `_per_s`, `_mb`); FAR is a fraction. "
+        "Units are in the figure names (`_ms`, `_us`, `_s`, `_per_s`, `_mb`); FAR is a fraction. "
         "Targets are those of the issues; figures without one are context."
     )
     return f"{machine_line(doc)}\n\n{table}\n\n{units}\n"
@@ -515,7 +515,10 @@ def write_outputs(doc: Mapping[str, Any], out: Path) -> None:
     (out / "latest.json").write_text(
         json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    (out / "figures.md").write_text("# Benchmark figures\n\n" + section(doc), encoding="utf-8")
+    plot_line = "\n![door flow latency and outbox drain](figures.png)\n"
+    (out / "figures.md").write_text(
+        "# Benchmark figures\n\n" + section(doc) + plot_line, encoding="utf-8"
+    )
     plot(doc, out / "figures.png")
 
 
@@ -528,7 +531,14 @@ def is_full_run(doc: Mapping[str, Any]) -> bool:
 
 
 def write_readme(doc: Mapping[str, Any], readme: Path) -> None:
-    readme.write_text(splice_readme(readme.read_text(encoding="utf-8"), section(doc)), "utf-8")
+    """Put the table of a full run into the README's figures section."""
+    body = section(doc) + (
+        "\n![door flow latency and outbox drain](bench/results/figures.png)\n\n"
+        "`.venv/bin/python bench/run_all.py --write-readme` runs every benchmark again "
+        "(about 9 minutes; on a quiet machine) and rewrites this section; "
+        "`bench/results/latest.json` holds the raw figures and samples.\n"
+    )
+    readme.write_text(splice_readme(readme.read_text(encoding="utf-8"), body), "utf-8")
 
 
 def _select(only: str | None) -> list[Bench]:
