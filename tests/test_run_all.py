@@ -217,3 +217,13 @@ def test_write_readme_refuses_partial_runs(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "unknown benchmark nosuch" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert readme.read_text(encoding="utf-8") == README
+
+
+def test_figures_are_the_last_stdout_line_only() -> None:
+    assert run_all.parse_last_json('progress\n{"a": 1}\n\n') == {"a": 1}
+    with pytest.raises(ValueError, match="not JSON"):
+        run_all.parse_last_json('{"a": 1}\ndone\n')  # figures must come LAST
+    with pytest.raises(ValueError, match="nothing"):
+        run_all.parse_last_json("\n")
+    with pytest.raises(ValueError, match="not an object"):
+        run_all.parse_last_json("[1, 2]\n")
