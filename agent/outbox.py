@@ -38,6 +38,8 @@ from agent.messages import (
     validate_gateway_message,
 )
 from agent.seal import DEFAULT_MAX_BYTES, seal
+from agent.seqfloor import FILE_NAME as SEQ_FILE
+from agent.seqfloor import SeqReservation
 from agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -105,10 +107,30 @@ class Outbox:
             "refused_at_bound": 0,
             "near_full_alerts": 0,
         }
-        with store.read() as conn:
-            self._acked_through = int(
-                conn.execute("SELECT acked_through FROM outbox_meta").fetchone()[0]
+        self._reservation = SeqReservation(store.path.parent / SEQ_FILE)
+        with store.write() as conn:
+            last_seq, self._acked_through = (
+                int(v)
+                for v in conn.execute("SELECT last_seq, acked_through FROM outbox_meta").fetchone()
             )
+            floor = self._reservation.floor_for(last_seq)
+            if floor is not None:
+                # The database lost numbers already used: resume above every one of them.
+                conn.execute("UPDATE outbox_meta SET last_seq = ?", (floor,))
+                conn.execute(
+                    "INSERT INTO incidents (kind, detail, at) VALUES (?, ?, ?)",
+                    (
+                        "seq_resumed",
+                        f"outbox counter was at {last_seq}, below numbers already used; "
+                        f"resumed after {floor} (the gap {last_seq + 1}..{floor} was never sent "
+                        "from this database)",
+                        format_time(utc_now()),
+                    ),
+                )
+                log.error(
+                    "outbox counter below numbers already used; resumed above them",
+                    extra={"last_seq": last_seq, "resumed_after": floor},
+                )
 
     # -- writing -------------------------------------------------------------
 
@@ -173,6 +195,7 @@ class Outbox:
         self, conn: sqlite3.Connection, msg_type: str, body: dict[str, Any]
     ) -> tuple[int, str]:
         seq = int(conn.execute("SELECT last_seq FROM outbox_meta").fetchone()[0]) + 1
+        self._reservation.ensure(seq)
         envelope = make_envelope(msg_type, self._gw, body, seq=seq, now=utc_now())
         validate_gateway_message(envelope)
         sealed = seal(
