@@ -172,3 +172,14 @@ def test_sim_camera_rate() -> None:
     for _ in range(5):
         cam.read()
     assert time.monotonic() - t0 >= 4 * 0.05 * 0.9
+
+
+def test_udev_names_of_cameras_open_with_v4l2(tmp_path: Path) -> None:
+    from drivers.camera.sources import is_v4l2_device
+
+    link = tmp_path / "lockgw-camera-L101"
+    link.symlink_to("/dev/video7")
+    assert is_v4l2_device(str(link))
+    assert is_v4l2_device("/dev/video0") and is_v4l2_device(0)
+    assert not is_v4l2_device("rtsp://cam.local/stream")
+    assert not is_v4l2_device(str(tmp_path / "clip.mjpg"))

@@ -54,9 +54,17 @@ def is_stream_url(source: str) -> bool:
     return source.split("://", 1)[0].lower() in {"rtsp", "rtsps", "rtmp", "http", "https"}
 
 
+def is_v4l2_device(source: int | str) -> bool:
+    """A V4L2 index, a /dev/videoN path, or a link to one (udev names such as
+    /dev/lockgw-camera-L101)."""
+    if isinstance(source, int):
+        return True
+    return os.path.realpath(source).startswith("/dev/video")
+
+
 def open_capture(source: int | str, open_timeout_s: float = 5.0) -> Capture:
     """Open a V4L2 device (index or /dev path), a stream URL, or a file with OpenCV."""
-    if isinstance(source, int) or source.startswith("/dev/video"):
+    if is_v4l2_device(source):
         cap = cv2.VideoCapture(source, cv2.CAP_V4L2)
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         return cap
