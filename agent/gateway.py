@@ -139,6 +139,7 @@ class Gateway:
             "clock": {
                 "trusted": clock.trusted,
                 "system_behind_s": round(clock.behind_s, 1),
+                "system_ahead_s": round(clock.ahead_s, 1),
                 "last_contact": clock.last_contact,
             },
             "disk": {"free_bytes": disk.free, "total_bytes": disk.total},
@@ -161,7 +162,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         warn_ratio=config.outbox.warn_ratio,
     )
     grants = GrantStore(store, box, platform_keys)
-    clock = ClockGuard(store)
+    clock = ClockGuard(store, max_ahead_s=config.policy.offline_grace_h * 3600)
     policy = config.policy
     alerts = config.alerts
     rules = AlertRules(AlertPolicy(**alerts.model_dump()))

@@ -64,7 +64,7 @@ def is_v4l2_device(source: int | str) -> bool:
 
 def open_capture(source: int | str, open_timeout_s: float = 5.0) -> Capture:
     """Open a V4L2 device (index or /dev path), a stream URL, or a file with OpenCV."""
-    if is_v4l2_device(source):
+    if isinstance(source, int) or is_v4l2_device(source):
         cap = cv2.VideoCapture(source, cv2.CAP_V4L2)
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         return cap
