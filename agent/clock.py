@@ -22,8 +22,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from agent.store import Store
+if TYPE_CHECKING:
+    from agent.store import Store
 
 log = logging.getLogger(__name__)
 

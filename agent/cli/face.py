@@ -6,10 +6,12 @@ import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.cli.common import EXIT_FAILURE, EXIT_OK, UserError, load_config_or_fail, print_json
-from agent.face.evaluate import EvalInputError, evaluate, labelled_images
-from agent.face.verify import FaceEngine, FaceSettings
+
+if TYPE_CHECKING:
+    from agent.face.verify import FaceSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace) -> FaceSettings:
+    # dlib and OpenCV load only when a face command runs, not for `lockgw --help`.
+    from agent.face.verify import FaceSettings
+
     settings = FaceSettings()
     if args.config is not None:
         face = load_config_or_fail(args.config).face
@@ -51,6 +56,9 @@ def _settings(args: argparse.Namespace) -> FaceSettings:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from agent.face.evaluate import EvalInputError, evaluate, labelled_images
+    from agent.face.verify import FaceEngine
+
     settings = _settings(args)
     try:
         people = labelled_images(args.dir)
