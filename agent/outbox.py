@@ -305,7 +305,11 @@ class Outbox:
             last_seq, total, acked = conn.execute(
                 "SELECT last_seq, bytes, acked_through FROM outbox_meta"
             ).fetchone()
-            depth, oldest = conn.execute("SELECT count(*), min(created_at) FROM outbox").fetchone()
+            depth = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            # Rows are created in seq order: the lowest seq is the oldest (primary-key lookup,
+            # where min(created_at) would scan every row).
+            first = conn.execute("SELECT created_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
+            oldest = None if first is None else first[0]
         age = None if oldest is None else max(0.0, self._clock() - float(oldest))
         return OutboxStats(int(depth), int(total), int(last_seq), int(acked), age)
 
