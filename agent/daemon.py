@@ -11,16 +11,19 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 
 from agent import __version__
 from agent.config import Config
 from agent.control import ControlServer
+from agent.doorflow import enroll_template
 from agent.gateway import Gateway, Part, build_gateway
 from agent.health import Heartbeats
 from agent.metrics import Metrics, start_metrics
+from agent.records import iso
 from agent.sdnotify import Notifier, watchdog_interval_s
-from agent.store import Store, utc_now_iso
+from agent.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -171,23 +174,7 @@ class Daemon:
         if gw.face is None:
             return
         for grant_id, guest_id in await asyncio.to_thread(gw.grants.pending_templates):
-            photo = await asyncio.to_thread(gw.grants.guest_photo, grant_id, guest_id)
-            if photo is None:
-                await asyncio.to_thread(
-                    gw.grants.store_template, grant_id, guest_id, None, "no_photo"
-                )
-                continue
-            made = await asyncio.to_thread(gw.face.encode_reference, photo, 10.0)
-            if isinstance(made, bytes):
-                await asyncio.to_thread(gw.grants.store_template, grant_id, guest_id, made, "ok")
-            elif str(made) not in ("busy", "worker_starting", "timeout"):
-                await asyncio.to_thread(
-                    gw.grants.store_template, grant_id, guest_id, None, f"failed:{made}"
-                )
-                log.warning(
-                    "grant photo gives no face template",
-                    extra={"grant_id": grant_id, "reason": str(made)},
-                )
+            await asyncio.to_thread(enroll_template, gw.grants, gw.face, grant_id, guest_id, 10.0)
 
     async def _report_incidents(self) -> None:
         """Gateway incidents (database recovered, clock set back) go out as alerts."""
@@ -204,7 +191,7 @@ class Daemon:
                 gw.outbox.enqueue_in(
                     conn,
                     "alert.gateway_incident",
-                    {"at": utc_now_iso(), "incident": kind, "detail": detail, "since": at},
+                    {"at": iso(time.time()), "incident": kind, "detail": detail, "since": at},
                 )
                 conn.execute("UPDATE incidents SET reported = 1 WHERE id = ?", (row_id,))
         if rows:

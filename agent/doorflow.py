@@ -391,19 +391,18 @@ class DoorFlow:
         template = self._grants.template(guest.grant_id, guest.guest_id)
         if template is not None:
             return template
-        photo = self._grants.guest_photo(guest.grant_id, guest.guest_id)
-        if photo is None and self._card_photo_image is not None:
-            photo = self._card_photo_image(card.photo, card.photo_format)
+        timeout = self._settings.face_timeout_s * 2
+        if guest.has_photo:
+            return enroll_template(
+                self._grants, self._face, guest.grant_id, guest.guest_id, timeout
+            )
+        if self._card_photo_image is None:
+            return None
+        photo = self._card_photo_image(card.photo, card.photo_format)
         if photo is None:
             return None
-        made = self._face.encode_reference(photo, self._settings.face_timeout_s * 2)
-        if isinstance(made, bytes):
-            if guest.has_photo:
-                self._grants.store_template(guest.grant_id, guest.guest_id, made, "ok")
-            return made
-        if guest.has_photo:
-            self._grants.store_template(guest.grant_id, guest.guest_id, None, f"failed:{made}")
-        return None
+        made = self._face.encode_reference(photo, timeout)
+        return made if isinstance(made, bytes) else None
 
     # -- PIN path -------------------------------------------------------------------------
 
@@ -609,6 +608,32 @@ class DoorFlow:
 
 
 _CHINA = dt.timezone(dt.timedelta(hours=8))
+# Worker answers that say "try again later", not "this photo has no usable face".
+_TRANSIENT_FACE_REASONS = frozenset({"busy", "worker_starting", "timeout"})
+
+
+def enroll_template(
+    grants: GrantStore, face: FaceWorker, grant_id: str, guest_id: str, timeout: float
+) -> bytes | None:
+    """Encode the guest's grant photo once and keep the template sealed (blocking).
+
+    A photo without a usable face is marked failed, with the reason; a busy or
+    restarting worker leaves the guest pending, to be tried again.
+    """
+    photo = grants.guest_photo(grant_id, guest_id)
+    if photo is None:
+        grants.store_template(grant_id, guest_id, None, "no_photo")
+        return None
+    made = face.encode_reference(photo, timeout)
+    if isinstance(made, bytes):
+        grants.store_template(grant_id, guest_id, made, "ok")
+        return made
+    if str(made) not in _TRANSIENT_FACE_REASONS:
+        grants.store_template(grant_id, guest_id, None, f"failed:{made}")
+        log.warning(
+            "grant photo gives no face template", extra={"grant_id": grant_id, "reason": str(made)}
+        )
+    return None
 
 
 def _burst(camera: FrameSource, count: int) -> list[np.ndarray]:
