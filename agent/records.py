@@ -11,12 +11,12 @@ import datetime as dt
 from typing import Any
 
 from agent.identity import Identity, Sex, mask_id_number
+from agent.messages import format_time
 
 
 def iso(ts: float) -> str:
-    """RFC 3339 UTC with milliseconds."""
-    moment = dt.datetime.fromtimestamp(ts, dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """RFC 3339 UTC with milliseconds, from epoch seconds."""
+    return format_time(dt.datetime.fromtimestamp(ts, dt.UTC))
 
 
 def _card_date(value: dt.date | None) -> str:
