@@ -67,11 +67,7 @@ class Day:
         return dict(env)
 
     def present(self, door: str, card: str, face: Path | None) -> None:
-        building = self.site.building
-        building.remove_card(door)
-        building.show_face(door, face)
-        time.sleep(0.8)  # the reader notices the previous card has gone
-        building.present_card(door, self.cards[card])
+        self.site.present(door, self.cards[card], face)
         self.say(f"{card} presents the card at {door}" + (f", face: {face.name}" if face else ""))
 
     def relay(self, door: str, unlocked: bool, within: float) -> None:

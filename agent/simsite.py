@@ -20,6 +20,7 @@ from typing import Any
 
 from agent.control import ControlError, call
 from firmware_sim.building import Building
+from firmware_sim.idcards import VirtualCard
 
 
 class SiteError(Exception):
@@ -88,6 +89,18 @@ class SimulatedSite:
                 pass
             time.sleep(0.2)
         raise SiteError(f"the gateway did not come online within {timeout:.0f} s")
+
+    def present(self, door: str, card: VirtualCard, face: Path | None) -> int:
+        """Someone with ``face`` (None: nobody) presents ``card`` at ``door`` once the door
+        has relocked; returns the platform's last seq before, to look for what follows."""
+        building = self.building
+        building.remove_card(door)
+        building.show_face(door, face)
+        building.wait_relay(door, False, timeout=30)
+        time.sleep(0.8)  # two find polls without a card: the next touch is a new presentation
+        mark = int(building.platform.last_seq)
+        building.present_card(door, card)
+        return mark
 
     def gateway_status(self) -> dict[str, Any]:
         """The daemon's live status over its control socket."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -67,15 +66,8 @@ def make_guest(photos: tuple[Path, Path] | None, name: str = "测试人") -> Gue
 
 
 def present(site: SimulatedSite, door: str, card: VirtualCard, face: Path | None) -> int:
-    """Show ``face`` to the door's camera and present ``card``; the platform's seq mark before."""
-    building = site.building
-    building.remove_card(door)
-    building.show_face(door, face)
-    building.wait_relay(door, False, timeout=30)
-    time.sleep(0.8)  # two find polls without a card: the next one is a new presentation
-    mark = building.platform.last_seq
-    building.present_card(door, card)
-    return int(mark)
+    """Show ``face`` and present ``card``; the platform's seq mark before."""
+    return site.present(door, card, face)
 
 
 def stays_locked(site: SimulatedSite, door: str, seconds: float = 2.0) -> bool:
