@@ -387,7 +387,6 @@ class BleManager:
                 self.stats.count("connect_failed")
                 last = exc
                 continue
-            self.stats.connect_ms.append((time.perf_counter() - started) * 1000)
             link = Link(address, connection, Peer(connection), s.gatt_timeout)
             connection.on(connection.EVENT_DISCONNECTION, link.on_disconnection)
             try:
@@ -397,6 +396,7 @@ class BleManager:
                 last = exc
                 await self._drop(connection)
                 continue
+            self.stats.connect_ms.append((time.perf_counter() - started) * 1000)
             lock = self._locks.setdefault(address, _Lock())
             lock.failures = 0
             self._set_state(address, LinkState.CONNECTED)

@@ -32,11 +32,19 @@ class VirtualAdapter(Controller):
         self.refused_for_limit = 0
         self.peak_connections = 0
         self.wedged = False
+        self.acl_out = 0  # ACL packets host → air (to count radio exchanges)
+        self.acl_in = 0  # ACL packets air → host
 
     def on_hci_packet(self, packet: hci.HCI_Packet) -> None:
         if self.wedged:
             return  # a wedged adapter swallows everything
+        if isinstance(packet, hci.HCI_AclDataPacket):
+            self.acl_out += 1
         super().on_hci_packet(packet)
+
+    def on_link_acl_data(self, sender_address: Any, transport: Any, data: bytes) -> None:
+        self.acl_in += 1
+        super().on_link_acl_data(sender_address, transport, data)
 
     def _over_limit(self, op_code: int) -> bool:
         if self.max_connections is not None and len(self.le_connections) >= self.max_connections:
