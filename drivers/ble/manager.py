@@ -182,9 +182,9 @@ class BleManager:
             self._opener: TransportOpener = opener
         else:
             self._opener = transport
-        self._on_state = on_state
-        self._on_adapter = on_adapter
-        self._on_advert = on_advert
+        self.on_state = on_state
+        self.on_adapter = on_adapter
+        self.on_advert = on_advert
         self._locks: dict[str, _Lock] = {}
         self._slots = asyncio.Semaphore(self.settings.max_connections)
         self._connecting = asyncio.Lock()  # a controller creates one connection at a time
@@ -249,8 +249,8 @@ class BleManager:
             self._spawn(self._watch(terminated))
         self._up.set()
         log.info("ble controller up")
-        if self._on_adapter:
-            self._on_adapter(True)
+        if self.on_adapter:
+            self.on_adapter(True)
 
     async def _watch(self, terminated: asyncio.Future[None]) -> None:
         with contextlib.suppress(Exception):
@@ -269,8 +269,8 @@ class BleManager:
         for address, lock in self._locks.items():
             if lock.state in (LinkState.CONNECTED, LinkState.CONNECTING, LinkState.IDLE):
                 self._set_state(address, LinkState.UNKNOWN)
-        if self._on_adapter:
-            self._on_adapter(False)
+        if self.on_adapter:
+            self.on_adapter(False)
         if self._recovering is None or self._recovering.done():
             self._recovering = asyncio.get_running_loop().create_task(self._recover())
 
@@ -313,8 +313,8 @@ class BleManager:
             self._set_state(address, LinkState.IDLE)
         if data != lock.advert:
             lock.advert = data
-            if self._on_advert:
-                self._on_advert(address, data)
+            if self.on_advert:
+                self.on_advert(address, data)
 
     def last_seen(self, address: str) -> float | None:
         """When (monotonic) the lock last advertised, or None."""
@@ -330,8 +330,8 @@ class BleManager:
         if lock.state is state:
             return
         lock.state = state
-        if self._on_state:
-            self._on_state(address, state)
+        if self.on_state:
+            self.on_state(address, state)
 
     def mark_offline(self, address: str) -> None:
         """Declare a lock offline (no advertisement for too long, as judged by the caller)."""

@@ -152,7 +152,7 @@ def test_door_sensor_and_battery_reach_the_gateway() -> None:
 def test_state_change_is_advertised_so_the_gateway_knows_to_read() -> None:
     async def body(rig: Rig) -> None:
         adverts: list[tuple[str, bytes]] = []
-        rig.manager._on_advert = lambda a, d: adverts.append((a, d))
+        rig.manager.on_advert = lambda a, d: adverts.append((a, d))
         lock = rig.locks[0]
         await until(lambda: any(a == lock.address for a, _ in adverts))
         before = len(adverts)
