@@ -8,6 +8,7 @@ Unknown keys are errors: a misspelt key must not silently fall back to a default
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,6 +21,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from drivers.ble.families import FAMILIES
+from drivers.ble.transport import TransportSpecError, parse_transport
 
 DEFAULT_CONFIG_PATH = Path("/etc/lockgw/gateway.toml")
 GATEWAY_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{2,62}$"
@@ -178,8 +182,46 @@ class BusSection(_Section):
         return _check_baud(value)
 
 
+_OSDP_LOCK = re.compile(r"^osdp:(?P<bus>[a-z0-9][a-z0-9_-]{0,31}):(?P<address>\d{1,3})$")
+_BLE_LOCK = re.compile(
+    r"^ble:(?P<family>[a-z][a-z0-9_-]{0,15}):(?P<address>[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5})$"
+)
+
+
+class BleSection(_Section):
+    """The Bluetooth LE controller that reaches the BLE locks (`ble:` doors)."""
+
+    transport: str | None = Field(
+        None,
+        description="Controller: `usb:0`, `serial:/dev/ttyACM0,1000000`, `hci-socket:0`, "
+        "or `tcp-client:HOST:PORT` (simulated radio).",
+        examples=["usb:0"],
+    )
+    max_connections: int = Field(
+        3, ge=1, le=16, description="Simultaneous connections (the controller's LE slots)."
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, le=60, description="One connection attempt.")
+    offline_after_s: float = Field(
+        60.0, ge=1, le=3600, description="A lock not heard this long is offline."
+    )
+    poll_s: float = Field(300.0, ge=5, le=86400, description="Read every lock at least this often.")
+    app_id: int = Field(
+        0x4C4B4757, ge=1, le=0xFFFFFFFF, description="This gateway's app id when pairing."
+    )
+
+    @field_validator("transport")
+    @classmethod
+    def _transport(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_transport(value)
+            except TransportSpecError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
 class DoorSection(_Section):
-    """A door: its lock on a bus, and optionally an ID reader and a camera."""
+    """A door: its lock (OSDP on a bus, or BLE), and optionally an ID reader and a camera."""
 
     id: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
@@ -187,9 +229,15 @@ class DoorSection(_Section):
         examples=["L101"],
     )
     room: str = Field("", max_length=64, description="Room or entrance label, for records.")
-    bus: str = Field(description="Name of the bus the lock hangs on.", examples=["bus0"])
+    lock: str | None = Field(
+        None,
+        description="The lock: `osdp:<bus>:<address>` or `ble:<family>:<address>` "
+        "(instead of `bus` and `address`).",
+        examples=["ble:nuki:F0:00:00:00:00:01"],
+    )
+    bus: str = Field("", description="Name of the OSDP bus the lock hangs on.", examples=["bus0"])
     address: int = Field(
-        ge=0, le=126, description="OSDP address of the lock on its bus.", examples=[1]
+        0, ge=0, le=126, description="OSDP address of the lock on its bus.", examples=[1]
     )
     reader_port: str | None = Field(None, description="Serial device of the ID card reader.")
     reader_baudrate: int = Field(115200, description="Baud rate of the ID card reader.")
@@ -209,6 +257,57 @@ class DoorSection(_Section):
     @classmethod
     def _baud(cls, value: int) -> int:
         return _check_baud(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _osdp_lock(cls, data: Any) -> Any:
+        """``lock = "osdp:bus0:3"`` is the same as ``bus = "bus0"``, ``address = 3``."""
+        if isinstance(data, dict) and isinstance(data.get("lock"), str):
+            match = _OSDP_LOCK.match(data["lock"])
+            if match:
+                bus, address = match["bus"], int(match["address"])
+                if data.get("bus", bus) != bus or data.get("address", address) != address:
+                    raise ValueError(f"lock = {data['lock']!r} disagrees with bus and address")
+                data = {**data, "bus": bus, "address": address}
+        return data
+
+    @model_validator(mode="after")
+    def _lock_named(self) -> DoorSection:
+        if self.lock is not None and not (
+            _OSDP_LOCK.match(self.lock) or _BLE_LOCK.match(self.lock)
+        ):
+            raise ValueError(
+                f"lock = {self.lock!r}: expected osdp:<bus>:<address> or ble:<family>:<address>"
+            )
+        if self.is_ble:
+            if self.bus:
+                raise ValueError(f"door {self.id!r}: a BLE lock hangs on no bus")
+            if self.ble_family not in FAMILIES:
+                raise ValueError(
+                    f"lock = {self.lock!r}: unknown BLE lock family {self.ble_family!r} "
+                    f"(known: {', '.join(sorted(FAMILIES))})"
+                )
+        elif not self.bus:
+            raise ValueError(
+                f'door {self.id!r} names no lock: set lock = "osdp:<bus>:<address>" or '
+                '"ble:<family>:<address>" (or bus and address)'
+            )
+        return self
+
+    @property
+    def is_ble(self) -> bool:
+        """True for a BLE lock."""
+        return self.lock is not None and self.lock.startswith("ble:")
+
+    @property
+    def ble_family(self) -> str:
+        """The lock family of a BLE lock (``nuki``)."""
+        return self.lock.split(":", 2)[1] if self.is_ble and self.lock else ""
+
+    @property
+    def ble_address(self) -> str:
+        """The BLE device address of a BLE lock, upper case."""
+        return self.lock.split(":", 2)[2].upper() if self.is_ble and self.lock else ""
 
 
 class ReadersSection(_Section):
@@ -307,6 +406,7 @@ class Config(_Section):
     policy: PolicySection = Field(default_factory=PolicySection)
     alerts: AlertsSection = Field(default_factory=AlertsSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    ble: BleSection = Field(default_factory=BleSection)
     buses: list[BusSection] = Field(default_factory=list)
     doors: list[DoorSection] = Field(default_factory=list)
 
@@ -316,8 +416,15 @@ class Config(_Section):
         _no_duplicates("buses.name", bus_names)
         _no_duplicates("buses.port", [b.port for b in self.buses])
         _no_duplicates("doors.id", [d.id for d in self.doors])
-        _no_duplicates("doors.(bus, address)", [f"{d.bus}:{d.address}" for d in self.doors])
-        for door in self.doors:
+        osdp_doors = [d for d in self.doors if not d.is_ble]
+        ble_doors = [d for d in self.doors if d.is_ble]
+        _no_duplicates("doors.(bus, address)", [f"{d.bus}:{d.address}" for d in osdp_doors])
+        _no_duplicates("doors.lock", [d.ble_address for d in ble_doors])
+        if ble_doors and self.ble.transport is None:
+            raise ValueError(
+                f"doors: door {ble_doors[0].id!r} has a BLE lock but [ble] transport is not set"
+            )
+        for door in osdp_doors:
             if door.bus not in bus_names:
                 raise ValueError(
                     f"doors: door {door.id!r} has bus = {door.bus!r}, which is not among [[buses]] "

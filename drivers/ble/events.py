@@ -69,3 +69,17 @@ def ble_alerts_for(event: BleEvent) -> tuple[str, ...]:
     if isinstance(event, BleBatteryChanged) and event.critical:
         return ("alert.lock_battery_critical",)
     return ()
+
+
+@dataclass(frozen=True)
+class LockBatteryChanged:
+    """A lock's battery entered or left its critical state (any lock family).
+
+    ``address`` is the lock's number on its controller (its place in the
+    configured list), like an OSDP address on a bus.
+    """
+
+    address: int
+    critical: bool
+    percent: int | None
+    at: float

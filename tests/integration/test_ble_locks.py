@@ -175,7 +175,7 @@ def test_lock_refuses_replayed_message_and_stale_challenge() -> None:
                 written.append(data)
                 await real_write(char, data)
 
-            link.write = recording  # type: ignore[method-assign]
+            link.write = recording  # type: ignore[method-assign,assignment]
             await driver.act(link, LockCommand.UNLOCK)
             assert len(lock.actions) == 1
             # An eavesdropper replays the recorded lock-action message verbatim.
@@ -213,9 +213,9 @@ def test_gateway_refuses_replayed_answer_and_wrong_key() -> None:
         async with rig.manager.connect(lock.address, rig.family) as link:
             await driver.status(link)
             replaying = Replaying(link)
-            await driver.status(replaying)  # type: ignore[arg-type]
+            await driver.status(replaying)
             with pytest.raises(BadMessage, match="replayed nonce"):
-                await driver.status(replaying)  # type: ignore[arg-type]
+                await driver.status(replaying)
         lock.wrong_key = True
         with pytest.raises(BadMessage, match="decryption failed"):
             await rig.act(lock, LockCommand.UNLOCK)

@@ -124,9 +124,9 @@ class NukiDriver:
 class NukiFamily:
     """The Nuki Smart Lock Bluetooth API as a :class:`~drivers.ble.protocol.LockFamily`."""
 
-    name = "nuki"
-    services = (codec.PAIRING_SERVICE, codec.KEYTURNER_SERVICE)
-    indications = (codec.PAIRING_GDIO, codec.KEYTURNER_USDIO)
+    name: str = "nuki"
+    services: tuple[str, ...] = (codec.PAIRING_SERVICE, codec.KEYTURNER_SERVICE)
+    indications: tuple[str, ...] = (codec.PAIRING_GDIO, codec.KEYTURNER_USDIO)
 
     def __init__(self, *, answer_timeout: float = 5.0) -> None:
         self._timeout = answer_timeout
