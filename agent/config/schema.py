@@ -375,6 +375,7 @@ class AlertsSection(_Section):
     door_held_open: bool = Field(True, description="Door open past its `held_open_s`.")
     tamper: bool = Field(True, description="A lock's tamper switch opened.")
     lock_offline: bool = Field(True, description="A lock stopped answering on its bus.")
+    lock_battery_critical: bool = Field(True, description="A BLE lock's battery became critical.")
     brute_force_count: int = Field(
         5, ge=2, le=100, description="Denials at one door within the window: `brute_force`."
     )

@@ -45,6 +45,7 @@ ALERT_TYPES = frozenset(
         "alert.unknown_card",
         "alert.gateway_incident",
         "alert.outbox_near_full",
+        "alert.lock_battery_critical",
     }
 )
 # Extra event/alert types other parts may add must look like this (and be documented).
@@ -246,6 +247,11 @@ class OutboxNearFull(Alert):
     max_bytes: Annotated[StrictInt, Field(ge=1)]
 
 
+class LockBatteryCritical(Alert):
+    lock: _Id
+    battery_percent: Annotated[StrictInt, Field(ge=0, le=100)] | None
+
+
 COMMAND_BODIES: dict[str, type[_Body]] = {
     "grant.put": GrantPut,
     "grant.revoke": GrantRevoke,
@@ -263,6 +269,7 @@ GATEWAY_BODIES: dict[str, type[_Body]] = {
     "lock.status": LockStatus,
     "outbox.dropped": OutboxDropped,
     "alert.outbox_near_full": OutboxNearFull,
+    "alert.lock_battery_critical": LockBatteryCritical,
 }
 
 

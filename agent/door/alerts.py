@@ -27,6 +27,7 @@ class AlertPolicy:
     door_held_open: bool = True
     tamper: bool = True
     lock_offline: bool = True
+    lock_battery_critical: bool = True
     brute_force_count: int = 5
     brute_force_window_s: float = 300.0
     unknown_card_count: int = 3
@@ -123,6 +124,17 @@ class AlertRules:
         if not online and was_online and self.policy.lock_offline:
             alerts.append(("alert.lock_offline", {"lock": lock, "at": at, "online": False}))
         return alerts
+
+    def on_battery(self, lock: str, at: str, critical: bool, percent: int | None) -> list[Alert]:
+        """A lock's battery became critical (the lock will soon stop turning)."""
+        if critical and self.policy.lock_battery_critical:
+            return [
+                (
+                    "alert.lock_battery_critical",
+                    {"lock": lock, "at": at, "battery_percent": percent},
+                )
+            ]
+        return []
 
 
 def _slide(window: deque[float], now: float, span: float) -> None:

@@ -24,7 +24,7 @@ from agent.door.alerts import AlertRules
 from agent.door.card import CardVisit
 from agent.door.decision import SAY_SEE_HOST, Decision, deny
 from agent.door.doors import DoorDevices, FlowSettings, VisitOutcome
-from agent.door.lockevents import lock_event_records
+from agent.door.lockevents import AnyLockEvent, lock_event_records
 from agent.door.occupancy import OccupantWatch
 from agent.door.opening import DoorOpener
 from agent.door.pin import PinVisit
@@ -36,7 +36,7 @@ from agent.state.clock import ClockGuard
 from agent.state.store import Store
 from agent.sync.outbox import Outbox
 from drivers.idcard.reader import CardRead
-from drivers.osdp.events import BusStatus, KeypadEntry, LockEvent
+from drivers.osdp.events import BusStatus, KeypadEntry
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class DoorFlow:
             )
         )
 
-    async def lock_event(self, bus_name: str, event: LockEvent) -> None:
+    async def lock_event(self, bus_name: str, event: AnyLockEvent) -> None:
         """A driver event: door states and lock status become events, some also alerts."""
         door = self._by_address.get((bus_name, getattr(event, "address", -1)))
         if door is None:

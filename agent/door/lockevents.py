@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from agent.door.alerts import AlertRules
 from agent.door.doors import Record
+from drivers.ble.events import LockBatteryChanged
 from drivers.osdp.events import DoorStateChanged, KeyMismatch, LockEvent, LockStatusChanged
+
+# Any driver's lock event: OSDP's, and the battery report of battery-powered (BLE) locks.
+AnyLockEvent = LockEvent | LockBatteryChanged
 
 # Door states the platform hears about (the driver has others, e.g. unknown).
 REPORTED_DOOR_STATES = frozenset({"closed", "open", "forced", "held_open"})
 
 
-def lock_event_records(rules: AlertRules, lock: str, at: str, event: LockEvent) -> list[Record]:
+def lock_event_records(rules: AlertRules, lock: str, at: str, event: AnyLockEvent) -> list[Record]:
     """The records (alerts first) that ``event`` at ``lock`` gives; none for other events."""
     records: list[Record] = []
     if isinstance(event, DoorStateChanged):
@@ -33,6 +37,8 @@ def lock_event_records(rules: AlertRules, lock: str, at: str, event: LockEvent) 
                 {"lock": lock, "online": event.online, "tamper": event.tamper, "at": at},
             )
         )
+    elif isinstance(event, LockBatteryChanged):
+        records += rules.on_battery(lock, at, event.critical, event.percent)
     elif isinstance(event, KeyMismatch):
         records.append(("lock.key_mismatch", {"lock": lock, "at": at}))
     return records

@@ -13,8 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from agent.door.flow import DoorFlow
+from agent.door.lockevents import AnyLockEvent
 from drivers.idcard.reader import CardRead
-from drivers.osdp.events import LockEvent
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ class DeviceInbox:
         self._queue: asyncio.Queue[Callable[[DoorFlow], Awaitable[object]]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[object]] = set()
 
-    def lock_event(self, bus_name: str, event: LockEvent) -> None:
-        """From a bus thread: a lock event."""
+    def lock_event(self, bus_name: str, event: AnyLockEvent) -> None:
+        """From a bus or BLE thread: a lock event."""
         self._put(lambda flow: flow.lock_event(bus_name, event))
 
     def card(self, lock_id: str, card: CardRead) -> None:
