@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 from jwcrypto import jwk as cjwk
 
+from firmware_sim.ble.process import BleRadioProcess
 from firmware_sim.broker import MosquittoBroker
 from firmware_sim.idcards import VirtualCard, sample_card
 from firmware_sim.idreader import IdReaderSimulator
@@ -349,6 +350,7 @@ class DoorInfo:
     address: int
     reader_port: Path
     camera_dir: Path
+    ble_index: int | None = None  # its lock is the radio's lock number ble_index (BLE)
 
     @property
     def camera(self) -> str:
@@ -370,6 +372,7 @@ class Building:
         bus_baudrate: int = 115200,
         reader_baudrate: int = 115200,
         config_overrides: Mapping[str, Any] | None = None,
+        ble_doors: Sequence[str] = (),
     ) -> None:
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="lockgw-building-")).resolve()
@@ -379,6 +382,11 @@ class Building:
         self.reader_baudrate = reader_baudrate
         self._external_broker = broker
         self._config_overrides = dict(config_overrides or {})
+        ids = door_ids(doors)
+        unknown_ble = set(ble_doors) - set(ids)
+        if unknown_ble:
+            raise BuildingError(f"ble_doors names unknown doors: {', '.join(sorted(unknown_ble))}")
+        ble_order = [d for d in ids if d in set(ble_doors)]
         self.doors = [
             DoorInfo(
                 id=door,
@@ -386,10 +394,12 @@ class Building:
                 address=i + 1,
                 reader_port=self.workdir / "dev" / f"reader-{door}",
                 camera_dir=self.workdir / "camera" / door,
+                ble_index=ble_order.index(door) if door in ble_order else None,
             )
-            for i, door in enumerate(door_ids(doors))
+            for i, door in enumerate(ids)
         ]
         self._by_id = {d.id: d for d in self.doors}
+        self.ble: BleRadioProcess | None = None
         self.broker: MosquittoBroker | None = None
         self.proxy: NetCut | None = None
         self.bus: SimBus | None = None
@@ -523,10 +533,27 @@ class Building:
         self.write_gateway_config(self.config_path, **self._config_overrides)
         log.info("simulated building started", extra={"doors": len(self.doors)})
 
+    @property
+    def osdp_doors(self) -> list[DoorInfo]:
+        return [d for d in self.doors if d.ble_index is None]
+
+    @property
+    def ble_doors(self) -> list[DoorInfo]:
+        return [d for d in self.doors if d.ble_index is not None]
+
+    def ble_address(self, door: str) -> str:
+        """The BLE device address of ``door``'s lock."""
+        info = self.door(door)
+        if info.ble_index is None or self.ble is None:
+            raise BuildingError(f"door {door!r} has no BLE lock")
+        return self.ble.addresses[info.ble_index]
+
     def _start_locks(self) -> None:
+        if self.ble_doors:
+            self.ble = BleRadioProcess(len(self.ble_doors), pairing=True)
         self.bus = SimBus(self.bus_port, self.bus_baudrate)
         flash = self._load_flash()
-        for info in self.doors:
+        for info in self.osdp_doors:
             if self.secure_channel:
                 key = flash.get(info.address)
                 self.bus.add_lock(info.address, key, install_mode=key is None)
@@ -546,6 +573,9 @@ class Building:
             self.save_lock_keys()
             self.bus.stop()
             self.bus = None
+        if self.ble is not None:
+            self.ble.close()
+            self.ble = None
         if self.proxy is not None:
             self.proxy.close()
             self.proxy = None
@@ -640,13 +670,23 @@ class Building:
                 "baudrate": self.bus_baudrate,
                 "secure_channel": self.secure_channel,
             }
-        ]
+        ][: 1 if self.osdp_doors else 0]
+        if self.ble is not None:
+            sections["ble"] = {
+                "transport": self.ble.transport,
+                "connect_timeout_s": 2.0,
+                "offline_after_s": 10.0,
+                **sections.get("ble", {}),
+            }
         sections["doors"] = [
             {
                 "id": d.id,
                 "room": d.room,
-                "bus": BUS_NAME,
-                "address": d.address,
+                **(
+                    {"lock": f"ble:nuki:{self.ble_address(d.id)}"}
+                    if d.ble_index is not None
+                    else {"bus": BUS_NAME, "address": d.address}
+                ),
                 "reader_port": d.reader_port,
                 "reader_baudrate": self.reader_baudrate,
                 "camera": d.camera,
@@ -710,7 +750,7 @@ class Building:
         if self.bus is None:
             raise BuildingError("the building is not started")
         keyed = []
-        for info in self.doors:
+        for info in self.osdp_doors:
             if self.bus.locks[info.address].scbk is not None:
                 continue
             self._run_cli(
@@ -731,6 +771,15 @@ class Building:
             keyed.append(info.address)
         self.save_lock_keys()
         return keyed
+
+    def pair_ble_locks(self, cli: Sequence[str] | None = None) -> list[str]:
+        """Pair every BLE door's lock with ``lockgw locks pair`` (the technician's step)."""
+        paired = []
+        for info in self.ble_doors:
+            argv = [*(cli or lockgw_command()), "locks", "pair", info.id]
+            self._run_cli([*argv, "--config", str(self.config_path)])
+            paired.append(info.id)
+        return paired
 
     @staticmethod
     def _run_cli(argv: list[str]) -> str:
@@ -785,10 +834,24 @@ class Building:
 
     def open_door(self, door: str) -> None:
         """Someone opens the door (the contact reports open)."""
+        if self._ble_door(door, op="door", state="open"):
+            return
         self.lock(door).open_door()
 
     def close_door(self, door: str) -> None:
+        if self._ble_door(door, op="door", state="closed"):
+            return
         self.lock(door).close_door()
+
+    def _ble_door(self, door: str, **op: Any) -> bool:
+        """Send ``op`` to a BLE door's lock; False if the door's lock is on the bus."""
+        info = self.door(door)
+        if info.ble_index is None:
+            return False
+        if self.ble is None:
+            raise BuildingError("the building is not started")
+        self.ble.request(lock=info.ble_index, **op)
+        return True
 
     def lock_power(self, door: str, on: bool) -> None:
         """Cut (False) or restore (True) the lock's power."""
@@ -809,9 +872,15 @@ class Building:
 
     def relay_unlocked(self, door: str) -> bool:
         """True while the lock's relay holds the door unlocked."""
+        info = self.door(door)
+        if info.ble_index is not None and self.ble is not None:
+            return self.ble.unlocked(info.ble_index)
         return self.lock(door).unlocked
 
     def wait_relay(self, door: str, unlocked: bool, timeout: float = 10.0) -> bool:
+        info = self.door(door)
+        if info.ble_index is not None and self.ble is not None:
+            return self.ble.wait_unlocked(info.ble_index, unlocked, timeout)
         return self.lock(door).wait_relay(unlocked, timeout)
 
     def led(self, door: str) -> dict[str, Any] | None:
@@ -853,7 +922,7 @@ class Building:
         """Everything a person wants to see at a glance (no personal data)."""
         doors = []
         for info in self.doors:
-            lock = self.lock(info.id) if self.bus is not None else None
+            lock = self.lock(info.id) if self.bus is not None and info.ble_index is None else None
             face = self.face(info.id)
             doors.append(
                 {

@@ -37,6 +37,7 @@ class SimulatedSite:
         *,
         secure_channel: bool = True,
         config_overrides: dict[str, Any] | None = None,
+        ble_doors: Sequence[str] = (),
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
@@ -44,7 +45,7 @@ class SimulatedSite:
             workdir = Path(self._tmp.name)
         self.workdir = workdir
         self.building = ServedBuilding(
-            list(doors), workdir / "building", secure_channel=secure_channel
+            list(doors), workdir / "building", secure_channel=secure_channel, ble_doors=ble_doors
         )
         self.overrides = config_overrides or {}
         self.daemon: subprocess.Popen[bytes] | None = None
@@ -62,6 +63,7 @@ class SimulatedSite:
         self.building.init_gateway_keys()
         if self.building.secure_channel:
             self.building.provision_lock_keys()
+        self.building.pair_ble_locks()
         self.start_daemon()
         return self
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.cli import blelocks
 from agent.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -46,7 +47,7 @@ DEFAULT_BUS = "bus0"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``locks list``, ``locks test ADDR`` and ``locks keyset ADDR``."""
-    locks = subparsers.add_parser("locks", help="OSDP locks on an RS-485 bus")
+    locks = subparsers.add_parser("locks", help="locks: OSDP on an RS-485 bus, or BLE")
     sub = locks.add_subparsers(dest="locks_command", metavar="ACTION", required=True)
 
     p = sub.add_parser("list", help="show each lock: online, secure channel, door state")
@@ -76,6 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the lock is in install mode (factory key): hand it a first key",
     )
     p.set_defaults(func=cmd_keyset)
+
+    blelocks.register(sub)
 
 
 def _bus_options(p: argparse.ArgumentParser, *, addresses_required: bool) -> None:

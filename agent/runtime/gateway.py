@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 
@@ -45,7 +45,14 @@ from drivers.camera.sources import FrameSource
 from drivers.idcard.reader import IdCardReader, ReaderStatus
 from drivers.osdp.bus import LockSpec, OsdpBus
 
+if TYPE_CHECKING:
+    from drivers.ble.service import BleLockService
+
 log = logging.getLogger(__name__)
+
+# The "bus" name BLE doors carry in the door flow; their address is their place among the
+# configured BLE doors (the BLE device address is in the configuration's `lock`).
+BLE_BUS = "ble"
 
 
 @dataclass
@@ -77,6 +84,7 @@ class Gateway:
     face: FaceWorker | None
     inbox: DeviceInbox
     journal: Journal
+    ble: BleLockService | None = None
     parts: list[Part] = field(default_factory=list)
     reader_status: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
@@ -123,7 +131,26 @@ class Gateway:
                     for s in bus.snapshot()
                 ]
                 for name, bus in self.buses.items()
-            },
+            }
+            | (
+                {
+                    BLE_BUS: [
+                        {
+                            "address": s.address,
+                            "family": s.family,
+                            "online": s.online,
+                            "paired": s.paired,
+                            "door": s.door,
+                            "locked": s.locked,
+                            "battery_percent": s.battery_percent,
+                            "battery_critical": s.battery_critical,
+                        }
+                        for s in self.ble.snapshot()
+                    ]
+                }
+                if self.ble is not None
+                else {}
+            ),
             "readers": {
                 door: {
                     "state": self.reader_status.get(door, reader.state.value),
@@ -175,6 +202,8 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
     rules = AlertRules(AlertPolicy(**alerts.model_dump()))
     inbox = DeviceInbox(loop)
     buses = _buses(config, state_dir, inbox)
+    ble_doors = [d for d in config.doors if d.is_ble]
+    ble = _ble(config, ble_doors, inbox) if ble_doors else None
     cameras = {d.id: open_camera(parse_camera_spec(d.camera)) for d in config.doors if d.camera}
     face = _face_worker(config) if cameras else None
     decoder = decoder_from_settings(
@@ -206,6 +235,19 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
                 camera=cameras.get(d.id),
             )
             for d in config.doors
+            if not d.is_ble
+        ]
+        + [
+            DoorDevices(
+                lock_id=d.id,
+                room=d.room,
+                bus_name=BLE_BUS,
+                address=i,
+                unlock_seconds=d.unlock_seconds,
+                bus=ble,
+                camera=cameras.get(d.id),
+            )
+            for i, d in enumerate(ble_doors)
         ],
         settings=FlowSettings(
             policy=SitePolicy(
@@ -242,7 +284,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         outbox,
         processor.handle,
         version=__version__,
-        health=functools.partial(_health, buses, processor, grants, clock),
+        health=functools.partial(_health, buses, ble, processor, grants, clock),
     )
     reader_status: dict[str, str] = {}
     readers = {
@@ -264,6 +306,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         face=face,
         inbox=inbox,
         journal=journal,
+        ble=ble,
         reader_status=reader_status,
     )
     flow.outcome_observers.append(gateway.remember_outcome)
@@ -280,6 +323,9 @@ def _parts(gw: Gateway) -> list[Part]:
     )
     for name, bus in gw.buses.items():
         parts.append(Part(f"bus:{name}", bus.start, bus.stop, _is_running(bus)))
+    if gw.ble is not None:
+        ble = gw.ble
+        parts.append(Part("ble", ble.start, ble.stop, lambda: ble.running))
     for door, reader in gw.readers.items():
         parts.append(
             Part(
@@ -324,6 +370,39 @@ def _buses(config: Config, state_dir: Path, inbox: DeviceInbox) -> dict[str, Osd
     return buses
 
 
+def _ble(config: Config, doors: list[DoorSection], inbox: DeviceInbox) -> BleLockService:
+    """The BLE locks on the configured controller; unpaired locks stay unused (fail secure)."""
+    from agent.devices.blekeys import BleKeyStore
+    from drivers.ble.locks import BleLockSpec
+    from drivers.ble.manager import ManagerSettings
+    from drivers.ble.service import BleLockService
+    from drivers.ble.transport import parse_transport
+
+    keys = BleKeyStore.open(config.gateway.state_dir)
+    specs = []
+    for door in doors:
+        credentials = keys.get(door.ble_family, door.ble_address)
+        if credentials is None:
+            log.error(
+                "BLE lock is not paired; run `lockgw locks pair`",
+                extra={"lock": door.id, "address": door.ble_address},
+            )
+        specs.append(BleLockSpec(door.ble_address, door.ble_family, credentials, door.held_open_s))
+    section = config.ble
+    assert section.transport is not None  # the configuration requires it with BLE doors
+    settings = ManagerSettings(
+        max_connections=section.max_connections, connect_timeout=section.connect_timeout_s
+    )
+    return BleLockService(
+        parse_transport(section.transport),
+        specs,
+        functools.partial(inbox.lock_event, BLE_BUS),
+        settings,
+        offline_after_s=section.offline_after_s,
+        poll_s=section.poll_s,
+    )
+
+
 def _face_worker(config: Config) -> FaceWorker:
     from agent.face.verify import settings_from_config
 
@@ -352,10 +431,17 @@ def _reader(
 
 
 def _health(
-    buses: dict[str, OsdpBus], processor: CommandProcessor, grants: GrantStore, clock: ClockGuard
+    buses: dict[str, OsdpBus],
+    ble: BleLockService | None,
+    processor: CommandProcessor,
+    grants: GrantStore,
+    clock: ClockGuard,
 ) -> dict[str, Any]:
     online = sum(s.online for bus in buses.values() for s in bus.snapshot())
     total = sum(len(bus.snapshot()) for bus in buses.values())
+    if ble is not None:
+        online += sum(bool(s.online) for s in ble.snapshot())
+        total += len(ble.snapshot())
     return {
         "locks_online": online,
         "locks_total": total,

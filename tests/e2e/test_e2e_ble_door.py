@@ -1,0 +1,104 @@
+"""End to end over a BLE lock: the simulated building with one OSDP door and one door
+whose lock is a simulated Nuki on the virtual radio (its own process, the gateway's
+controller as HCI over TCP), paired by the real ``lockgw locks pair``, driven by the
+real ``lockgw run``; the platform simulator checks what arrives and in which order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from firmware_sim.site import SimulatedSite
+from tests.support.e2e import EXAMPLES, OBAMA, make_guest, present
+
+pytestmark = pytest.mark.skipif(
+    not EXAMPLES.is_dir(), reason=f"face photos not found at {EXAMPLES} (../shared/faces)"
+)
+OSDP_DOOR, BLE_DOOR = "L101", "L103"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedSite]:
+    simulated = SimulatedSite(
+        [OSDP_DOOR, BLE_DOOR],
+        tmp_path_factory.mktemp("ble-site"),
+        ble_doors=[BLE_DOOR],
+        config_overrides={"doors": {"unlock_seconds": 2}, "alerts": {"brute_force_count": 50}},
+    )
+    simulated.start()
+    yield simulated
+    simulated.stop()
+
+
+def ble_lock(site: SimulatedSite) -> dict[str, object]:
+    status = site.gateway_status()
+    return dict(status["locks"]["ble"][0])
+
+
+def test_ble_lock_is_paired_sealed_and_online(site: SimulatedSite) -> None:
+    building = site.building
+    assert (building.state_dir / "ble-keys.json").exists()
+    platform = building.platform
+    platform.wait_for_event("lock.status", lambda b: b["lock"] == BLE_DOOR and b["online"])
+    platform.wait_for_event("door.state", lambda b: b["lock"] == BLE_DOOR)
+    lock = ble_lock(site)
+    assert lock["paired"] and lock["online"] and lock["door"] == "closed"
+
+
+def test_door_visit_over_ble_records_in_order(site: SimulatedSite) -> None:
+    guest = make_guest(OBAMA)
+    platform = site.building.platform
+    cmd = platform.put_grant("G-ble", [BLE_DOOR], [guest.entry()], room="103")
+    assert platform.wait_ack(cmd)["status"] == "ok"
+    mark = present(site, BLE_DOOR, guest.card, guest.live_photo)
+    assert site.building.wait_relay(BLE_DOOR, True, timeout=15), "the BLE lock did not unlock"
+    checkin = platform.wait_for_event(
+        "checkin.verified", lambda b: b["guest_id"] == guest.guest_id, after_seq=mark
+    )
+    opened = platform.wait_for_event("door.opened", lambda b: b["lock"] == BLE_DOOR, after_seq=mark)
+    assert opened["body"]["method"] == ["id_card", "face"]
+    assert checkin["seq"] < opened["seq"], "check-in recorded before the opening"
+    site.building.open_door(BLE_DOOR)
+    state_open = platform.wait_for_event(
+        "door.state", lambda b: b["lock"] == BLE_DOOR and b["state"] == "open", after_seq=mark
+    )
+    site.building.close_door(BLE_DOOR)
+    state_closed = platform.wait_for_event(
+        "door.state",
+        lambda b: b["lock"] == BLE_DOOR and b["state"] == "closed",
+        after_seq=state_open["seq"],
+    )
+    assert opened["seq"] < state_open["seq"] < state_closed["seq"]
+    assert site.building.wait_relay(BLE_DOOR, False, timeout=15), "the BLE lock did not relock"
+    assert not [a for a in platform.received("alert.door_forced") if a["seq"] > mark], (
+        "an opening we made is not forced"
+    )
+
+
+def test_forced_door_battery_and_range_alerts(site: SimulatedSite) -> None:
+    building = site.building
+    platform = building.platform
+    assert building.ble is not None
+    mark = int(platform.last_seq)
+    building.open_door(BLE_DOOR)
+    forced = platform.wait_for_event(
+        "alert.door_forced", lambda b: b["lock"] == BLE_DOOR, after_seq=mark
+    )
+    building.close_door(BLE_DOOR)
+    building.ble.request(op="battery", lock=0, percent=8)
+    battery = platform.wait_for_event(
+        "alert.lock_battery_critical", lambda b: b["lock"] == BLE_DOOR, after_seq=mark
+    )
+    assert battery["body"]["battery_percent"] == 8 and battery["seq"] > forced["seq"]
+    building.ble.request(op="range", lock=0, **{"in": False})
+    offline = platform.wait_for_event(
+        "alert.lock_offline", lambda b: b["lock"] == BLE_DOOR, timeout=30, after_seq=mark
+    )
+    building.ble.request(op="range", lock=0, **{"in": True})
+    platform.wait_for_event(
+        "lock.status",
+        lambda b: b["lock"] == BLE_DOOR and b["online"],
+        timeout=30,
+        after_seq=offline["seq"],
+    )
