@@ -84,6 +84,8 @@ def check_locks(
     checks: list[Check] = []
     buses = {b.name: b for b in config.buses}
     for door in config.doors:
+        if door.is_ble:
+            continue  # agent.doctor.ble checks BLE locks
         name = f"lock {door.id}"
         bus = buses[door.bus]
         where = f"{bus.name} address {door.address}"

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.doctor.ble import check_ble
 from agent.doctor.broker import check_broker
 from agent.doctor.clock import check_clock, check_ntp, check_platform_contact
 from agent.doctor.daemon import StatusGetter, check_daemon, daemon_skip_reason, daemon_status
@@ -64,6 +65,7 @@ def run_doctor(
     checks.append(daemon_check)
     no_daemon = None if status is not None else daemon_skip_reason(daemon_check)
     checks += check_locks(config, status, no_daemon, bad_ports, unkeyed)
+    checks += check_ble(config, status, no_daemon, options.probe_timeout_s)
     checks += check_readers(config, status, no_daemon, bad_ports)
     checks += check_cameras(config, status is not None, options.probe_timeout_s)
     face = check_face(config, status, no_daemon)

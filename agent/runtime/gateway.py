@@ -151,6 +151,12 @@ class Gateway:
                 if self.ble is not None
                 else {}
             ),
+            "ble": None
+            if self.ble is None
+            else {
+                "transport": self.config.ble.transport,
+                "controller_up": self.ble.adapter_up,
+            },
             "readers": {
                 door: {
                     "state": self.reader_status.get(door, reader.state.value),

@@ -5,6 +5,9 @@ real ``lockgw run``; the platform simulator checks what arrives and in which ord
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -44,6 +47,28 @@ def test_ble_lock_is_paired_sealed_and_online(site: SimulatedSite) -> None:
     platform.wait_for_event("door.state", lambda b: b["lock"] == BLE_DOOR)
     lock = ble_lock(site)
     assert lock["paired"] and lock["online"] and lock["door"] == "closed"
+
+
+def test_doctor_checks_the_controller_and_the_ble_lock(site: SimulatedSite) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.cli.main",
+            "doctor",
+            "--json",
+            "--config",
+            str(site.config_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert checks["ble controller"]["status"] == "OK", checks["ble controller"]
+    assert checks["ble credentials"]["status"] == "OK"
+    assert checks[f"lock {BLE_DOOR}"]["status"] == "OK", checks[f"lock {BLE_DOOR}"]
+    assert "online, door closed" in checks[f"lock {BLE_DOOR}"]["detail"]
 
 
 def test_door_visit_over_ble_records_in_order(site: SimulatedSite) -> None:
