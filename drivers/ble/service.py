@@ -115,13 +115,14 @@ class BleLockService:
         return self._locks is not None and self._locks.manager.adapter_up
 
     # ------------------------------------------------------------ commands
-    def unlock(self, address: int, seconds: float) -> LockStatus:
+    def unlock(self, address: int, seconds: float) -> None:
         """Unlock lock number ``address`` for ``seconds``; raises BleError if not done."""
         locks = self._need()
-        return self._submit(locks.unlock(self._ble_address(address), seconds), COMMAND_TIMEOUT_S)
+        self._submit(locks.unlock(self._ble_address(address), seconds), COMMAND_TIMEOUT_S)
 
-    def relock(self, address: int) -> LockStatus:
-        return self._submit(self._need().relock(self._ble_address(address)), COMMAND_TIMEOUT_S)
+    def relock(self, address: int) -> None:
+        """Lock now."""
+        self._submit(self._need().relock(self._ble_address(address)), COMMAND_TIMEOUT_S)
 
     def read(self, address: int) -> LockStatus:
         return self._submit(self._need().read(self._ble_address(address)), COMMAND_TIMEOUT_S)
