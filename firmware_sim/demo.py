@@ -24,7 +24,7 @@ from firmware_sim.photos import EXAMPLES as FACES
 from firmware_sim.site import SimulatedSite
 
 GRANT = "G-20261122-101"
-DOOR, GATE = "L101", "L102"
+DOOR, GATE, SIDE = "L101", "L102", "L103"  # SIDE: a Bluetooth LE lock (simulated Nuki)
 
 
 class StepFailed(Exception):
@@ -120,8 +120,9 @@ def step_grant(day: Day) -> None:
         guest_entry(cards["guest A"], "guest-a", FACES / "obama.jpg"),
         guest_entry(cards["guest B"], "guest-b", FACES / "biden.jpg"),
     ]
-    cmd = day.platform.put_grant(GRANT, [DOOR, GATE], guests, room="101", hours=24, pin="135790")
-    day.say(f"platform sends grant.put {GRANT}: room 101, doors {DOOR} and {GATE}, 2 guests")
+    doors = [DOOR, GATE, SIDE]
+    cmd = day.platform.put_grant(GRANT, doors, guests, room="101", hours=24, pin="135790")
+    day.say(f"platform sends grant.put {GRANT}: room 101, doors {', '.join(doors)}, 2 guests")
     ack = day.platform.wait_ack(cmd)
     day.expect(ack["status"] == "ok", f"gateway acknowledged the grant ({ack['status']})")
 
@@ -145,6 +146,24 @@ def step_second_guest(day: Day) -> None:
     day.relay(DOOR, True, within=10)
     day.received("checkin.verified", mark, guest_id="guest-b", lock=DOOR)
     day.received("door.opened", mark, lock=DOOR, grant_id=GRANT)
+
+
+def step_ble_door(day: Day) -> None:
+    mark = day.platform.last_seq
+    day.say(f"{SIDE} has a Bluetooth LE lock (paired with `lockgw locks pair {SIDE}`)")
+    day.present(
+        SIDE,
+        "guest B",
+        FACES.parent / "examples" / "knn_examples" / "train" / "biden" / "biden2.jpg",
+    )
+    day.relay(SIDE, True, within=15)
+    day.received("door.opened", mark, lock=SIDE, grant_id=GRANT)
+    radio = day.site.building.ble
+    if radio is None:
+        raise StepFailed(f"{SIDE} has no BLE lock in this building")
+    radio.request(op="battery", lock=0, percent=9)
+    day.say(f"{SIDE}'s batteries run low")
+    day.received("alert.lock_battery_critical", mark, lock=SIDE)
 
 
 def step_stranger(day: Day) -> None:
@@ -206,6 +225,7 @@ DAY: list[tuple[str, Callable[[Day], None]]] = [
     ("A check-in grant arrives from the platform", step_grant),
     ("Guest A checks in: ID card + face (人证合一)", step_checkin),
     ("Guest B of the same booking checks in", step_second_guest),
+    ("Guest B uses the side door: a Bluetooth LE lock", step_ble_door),
     ("A stranger tries guest A's card", step_stranger),
     ("A door is forced", step_forced),
     ("Network down: guest A enters; network back: the record arrives", step_offline),
@@ -222,9 +242,16 @@ def run_demo(console: Console | None = None, workdir: Path | None = None) -> boo
         return False
     console.rule("lockgw demo: a simulated building, a real gateway")
     started = time.monotonic()
-    console.print("starting the building (2 doors, OSDP locks with secure channel, ID readers,")
-    console.print("cameras, Mosquitto, the platform simulator) and the gateway daemon …")
-    site = SimulatedSite([DOOR, GATE], workdir, config_overrides={"doors": {"unlock_seconds": 3}})
+    console.print("starting the building (2 OSDP doors with secure channel, 1 Bluetooth LE door,")
+    console.print(
+        "ID readers, cameras, Mosquitto, the platform simulator) and the gateway daemon …"
+    )
+    site = SimulatedSite(
+        [DOOR, GATE, SIDE],
+        workdir,
+        ble_doors=[SIDE],
+        config_overrides={"doors": {"unlock_seconds": 3}},
+    )
     passed = 0
     try:
         site.start()
