@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 from agent.cli.common import (
     EXIT_FAILURE,
@@ -21,6 +22,7 @@ from agent.cli.common import (
     UserError,
     add_config_argument,
     load_config_or_fail,
+    print_json,
 )
 from agent.config.schema import Config, DoorSection
 from agent.runtime.control import ControlError, call
@@ -133,6 +135,94 @@ def cmd_ble(args: argparse.Namespace) -> int:
         print(f"lockgw: {door.id} ({door.ble_address}): {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """``locks list --ble``: each BLE door's lock, live from the daemon or read directly."""
+    config = load_config_or_fail(args.config)
+    doors = [d for d in config.doors if d.is_ble]
+    if not doors:
+        raise UserError(f"no door with a BLE lock in {args.config}")
+    rows: list[dict[str, Any]] = []
+    try:
+        status = call(config.gateway.control_socket, "status", timeout=5)
+    except ControlError:
+        status = None
+    if isinstance(status, dict):
+        live = {e["address"]: e for e in (status.get("locks") or {}).get("ble") or []}
+        for door in doors:
+            entry = live.get(door.ble_address, {})
+            rows.append(_row(door, entry.get("paired", False), entry.get("online"), entry))
+    else:
+        rows = asyncio.run(_read_all(config, doors))
+    if args.json:
+        print_json({"ble": config.ble.transport, "locks": rows})
+    else:
+        print(f"{'DOOR':<8} {'ADDRESS':<18} {'PAIRED':<7} {'ONLINE':<7} {'DOOR':<8} BATTERY")
+        for r in rows:
+            battery = "-" if r["battery_percent"] is None else f"{r['battery_percent']} %"
+            print(
+                f"{r['door_id']:<8} {r['address']:<18} {'yes' if r['paired'] else 'no':<7} "
+                f"{'yes' if r['online'] else 'no':<7} {r['door'] or '-':<8} {battery}"
+                f"{' CRITICAL' if r['battery_critical'] else ''}"
+            )
+    return EXIT_OK if all(r["online"] and r["paired"] for r in rows) else EXIT_FAILURE
+
+
+def _row(door: DoorSection, paired: bool, online: bool | None, s: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "door_id": door.id,
+        "address": door.ble_address,
+        "family": door.ble_family,
+        "paired": paired,
+        "online": bool(online),
+        "door": s.get("door"),
+        "locked": s.get("locked"),
+        "battery_percent": s.get("battery_percent"),
+        "battery_critical": bool(s.get("battery_critical")),
+    }
+
+
+async def _read_all(config: Config, doors: list[DoorSection]) -> list[dict[str, Any]]:
+    from agent.devices.blekeys import BleKeyStore
+    from drivers.ble import BleError, BleManager, ManagerSettings, parse_transport
+    from drivers.ble.families import FAMILIES
+
+    keys = BleKeyStore.open(config.gateway.state_dir)
+    manager = BleManager(
+        parse_transport(config.ble.transport or ""),
+        ManagerSettings(connect_timeout=config.ble.connect_timeout_s),
+    )
+    rows = []
+    try:
+        await manager.start()
+    except BleError as exc:
+        raise UserError(
+            f"the BLE controller {config.ble.transport} does not answer: {exc}"
+        ) from None
+    try:
+        for door in doors:
+            credentials = keys.get(door.ble_family, door.ble_address)
+            if credentials is None:
+                rows.append(_row(door, False, None, {}))
+                continue
+            family = FAMILIES[door.ble_family]()
+            try:
+                async with manager.connect(door.ble_address, family) as link:
+                    s = await family.driver(credentials).status(link)
+            except BleError:
+                rows.append(_row(door, True, False, {}))
+                continue
+            entry = {
+                "door": s.door.value,
+                "locked": s.locked,
+                "battery_percent": s.battery_percent,
+                "battery_critical": s.battery_critical,
+            }
+            rows.append(_row(door, True, True, entry))
+    finally:
+        await manager.stop()
+    return rows
 
 
 def _show(door: DoorSection, status: object) -> None:

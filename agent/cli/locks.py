@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="show each lock: online, secure channel, door state")
     _bus_options(p, addresses_required=True)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--ble", action="store_true", help="the BLE locks of --config instead")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("test", help="pulse a lock open and show its door contact changing")
@@ -282,6 +283,8 @@ def _sc_label(state: LockState | None, has_key: bool) -> str:
 # ---------------------------------------------------------------- commands
 def cmd_list(args: argparse.Namespace) -> int:
     """``locks list``: one line per lock."""
+    if args.ble:
+        return blelocks.cmd_list(args)
     live = _resolve(args)
     if live is not None:
         return _live_list(args, live)

@@ -71,6 +71,24 @@ def test_doctor_checks_the_controller_and_the_ble_lock(site: SimulatedSite) -> N
     assert "online, door closed" in checks[f"lock {BLE_DOOR}"]["detail"]
 
 
+def lockgw(site: SimulatedSite, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli.main", *argv, "--config", str(site.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_lists_ble_locks_and_refuses_to_pair_under_the_daemon(site: SimulatedSite) -> None:
+    listed = lockgw(site, "locks", "list", "--ble", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)["locks"]
+    assert row["door_id"] == BLE_DOOR and row["paired"] and row["online"]
+    refused = lockgw(site, "locks", "pair", BLE_DOOR)
+    assert refused.returncode == 2 and "stop it to pair" in refused.stderr
+
+
 def test_door_visit_over_ble_records_in_order(site: SimulatedSite) -> None:
     guest = make_guest(OBAMA)
     platform = site.building.platform
