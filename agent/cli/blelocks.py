@@ -137,6 +137,30 @@ def cmd_ble(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    """``locks test DOOR`` for a BLE lock: through the daemon (recorded) or directly."""
+    config = load_config_or_fail(args.config)
+    door = _ble_door(config, args.address)
+    if not _daemon_running(config):
+        args.door, args.unlock = door.id, args.seconds
+        return cmd_ble(args)
+    try:
+        result = call(
+            config.gateway.control_socket,
+            "locks.test",
+            {"lock": door.id, "seconds": args.seconds},
+            timeout=40,
+        )
+    except ControlError as exc:
+        print(f"lockgw: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    seqs = ", ".join(str(s) for s in result.get("seqs", []))
+    print(
+        f"{door.id} ({door.ble_address}): unlocked for {args.seconds:g} s, recorded as seq {seqs}"
+    )
+    return EXIT_OK
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """``locks list --ble``: each BLE door's lock, live from the daemon or read directly."""
     config = load_config_or_fail(args.config)

@@ -57,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("test", help="pulse a lock open and show its door contact changing")
-    p.add_argument("address", type=_address, help="the lock's OSDP address")
+    p.add_argument(
+        "address", type=_address_or_door, help="the lock's OSDP address, or a BLE door's id"
+    )
     _bus_options(p, addresses_required=False)
     p.add_argument(
         "--seconds", type=float, default=3.0, help=f"unlock time (0.1..{MAX_UNLOCK_S}, default 3)"
@@ -114,6 +116,15 @@ def _address(text: str) -> int:
     if not 0 <= value <= 126:
         raise argparse.ArgumentTypeError(f"lock address {value} is outside 0..126")
     return value
+
+
+def _address_or_door(text: str) -> int | str:
+    """An OSDP address, or the id of a door (for a BLE lock)."""
+    if text.isdigit():
+        return _address(text)
+    if not text[:1].isalpha():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a lock address nor a door id")
+    return text
 
 
 def _address_list(text: str) -> list[int]:
@@ -339,6 +350,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     """``locks test ADDR``: unlock, then show the door contact changing."""
     if not 0.1 <= args.seconds <= MAX_UNLOCK_S:
         raise UserError(f"--seconds must be within 0.1..{MAX_UNLOCK_S}")
+    if isinstance(args.address, str):
+        return blelocks.cmd_test(args)
     live = _resolve(args)
     if live is not None:
         return _live_test(args, load_config_or_fail(args.config).gateway.control_socket)

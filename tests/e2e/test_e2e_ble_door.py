@@ -87,6 +87,13 @@ def test_cli_lists_ble_locks_and_refuses_to_pair_under_the_daemon(site: Simulate
     assert row["door_id"] == BLE_DOOR and row["paired"] and row["online"]
     refused = lockgw(site, "locks", "pair", BLE_DOOR)
     assert refused.returncode == 2 and "stop it to pair" in refused.stderr
+    platform = site.building.platform
+    mark = int(platform.last_seq)
+    tested = lockgw(site, "locks", "test", BLE_DOOR, "--seconds", "1")
+    assert tested.returncode == 0, tested.stderr
+    opened = platform.wait_for_event("door.opened", lambda b: b["lock"] == BLE_DOOR, after_seq=mark)
+    assert opened["body"]["remote"] == "technician test"
+    assert site.building.wait_relay(BLE_DOOR, False, timeout=15), "relocked after the test"
 
 
 def test_door_visit_over_ble_records_in_order(site: SimulatedSite) -> None:

@@ -63,6 +63,10 @@ def test_pair_test_and_list(tmp_path: Path, radio: BleRadioProcess) -> None:
     assert "unlocked" in tested.stdout and tested.stdout.rstrip().endswith("%")
     assert radio.lock_state(0)["actions"] == [1, 2]
 
+    again = lockgw(config, "test", "L1", "--seconds", "0.2")
+    assert again.returncode == 0, again.stderr
+    assert radio.lock_state(0)["actions"] == [1, 2, 1, 2]
+
     listed = lockgw(config, "list", "--ble", "--json")
     rows = {r["door_id"]: r for r in json.loads(listed.stdout)["locks"]}
     assert rows["L1"]["paired"] and rows["L1"]["online"] and rows["L1"]["door"] == "closed"
