@@ -57,7 +57,7 @@ def gateway_overhead_us(rounds: int = 2000) -> float:
     """Seal the gateway's two messages and open the lock's four, per unlock."""
     cred = Credentials(bytes(range(32)), 1, 42, bytes(16))
     gateway = Session(cred)
-    lock_msgs = [
+    lock_msgs: list[nuki.Message] = [
         nuki.Challenge(bytes(32)),
         nuki.Status(nuki.StatusCode.ACCEPTED),
         nuki.KeyturnerStates(2, 3, 0, (2026, 1, 1, 0, 0, 0), 0, 80, 0, 0, 1, 0, 0, 2),

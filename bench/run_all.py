@@ -76,6 +76,7 @@ BENCHES: tuple[Bench, ...] = (
         samples=True,
     ),
     Bench("locks", ("--samples", "20", "--poll-seconds", "1"), 900),
+    Bench("ble", ("--samples", "20"), 600),
     Bench("idcard", ("--n", "5", "--poll-ms", "100"), 300),
     Bench("face", ("--rounds", "1"), 1800),
     Bench("door", ("--rounds", "2"), 1800, samples=True),

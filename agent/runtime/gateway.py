@@ -156,6 +156,7 @@ class Gateway:
             else {
                 "transport": self.config.ble.transport,
                 "controller_up": self.ble.adapter_up,
+                "failures": self.ble.failures(),
             },
             "readers": {
                 door: {

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ from drivers.osdp.events import DoorState
 from .events import BleActionFailed, BleBatteryChanged, BleDoorChanged, BleEvent, BleLinkChanged
 from .manager import BleManager, LinkState
 from .protocol import (
+    BadMessage,
     BleError,
     DoorSensor,
     LockCommand,
@@ -125,6 +127,8 @@ class BleLocks:
             self._locks[address] = _Lock(spec, families[spec.family])
         self._tasks: list[asyncio.Task[None]] = []
         self._started = 0.0
+        # Why exchanges failed: "bad message: replayed nonce", "lock timeout", ...
+        self.failures: Counter[str] = Counter()
         manager.on_advert = self._advert_changed
         manager.on_state = self._link_state
 
@@ -201,6 +205,7 @@ class BleLocks:
             async with lock.busy, self.manager.connect(lock.spec.address, lock.family) as link:
                 status = await driver.act(link, command)
         except BleError as exc:
+            self._count(exc)
             self._emit(BleActionFailed(lock.spec.address, command.value, exc.reason, time.time()))
             if isinstance(exc, LockUnreachable):
                 self._set_online(lock, False, exc.reason)
@@ -235,8 +240,10 @@ class BleLocks:
                 await self.read(lock.spec.address)
                 self._set_online(lock, True)
             except LockUnreachable as exc:
+                self._count(exc)
                 self._set_online(lock, False, exc.reason)
             except BleError as exc:
+                self._count(exc)
                 log.warning("ble lock %s: reading failed: %s", lock.spec.address, exc.reason)
 
     async def _watch(self) -> None:
@@ -306,6 +313,10 @@ class BleLocks:
         if not online:
             lock.door.reset()
         self._emit(BleLinkChanged(lock.spec.address, online, time.time(), was, reason))
+
+    def _count(self, exc: BleError) -> None:
+        key = f"{exc.reason}: {exc.detail}" if isinstance(exc, BadMessage) else exc.reason
+        self.failures[key] += 1
 
     def _emit(self, event: BleEvent) -> None:
         try:

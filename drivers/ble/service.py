@@ -130,6 +130,10 @@ class BleLockService:
     def feedback(self, address: int, granted: bool) -> None:
         """BLE locks give their own feedback (LED ring, motor sound): nothing to send."""
 
+    def failures(self) -> dict[str, int]:
+        """Why exchanges with locks failed, counted (no secrets, no personal data)."""
+        return dict(self._locks.failures) if self._locks else {}
+
     def snapshot(self) -> list[BleLockState]:
         return list(self._locks.snapshot()) if self._locks else []
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from drivers.ble import BleManager, LockUnreachable, ManagerSettings
+from drivers.ble import BadMessage, BleManager, LockUnreachable, ManagerSettings
 from drivers.ble.events import (
     BleBatteryChanged,
     BleDoorChanged,
@@ -140,6 +140,18 @@ def test_out_of_range_reports_offline_then_online_by_itself() -> None:
         links = [e.online for e in events if isinstance(e, BleLinkChanged)]
         assert links[-2:] == [False, True]
         assert (await locks.unlock(ADDRESS, 1.0)).locked is False
+
+    run(body)
+
+
+def test_wrong_key_answers_are_refused_counted_and_open_nothing() -> None:
+    async def body(locks: BleLocks, lock: SimNukiLock, events: list[BleEvent]) -> None:
+        await until(lambda: locks.snapshot()[0].online is True)
+        lock.wrong_key = True
+        with pytest.raises(BadMessage):
+            await locks.unlock(ADDRESS, 1.0)
+        assert locks.failures["bad message: decryption failed"] >= 1
+        assert lock.actions == []  # the lock answered the challenge; no action was sent
 
     run(body)
 
