@@ -145,6 +145,20 @@ def test_forced_door_battery_and_range_alerts(site: SimulatedSite) -> None:
     offline = platform.wait_for_event(
         "alert.lock_offline", lambda b: b["lock"] == BLE_DOOR, timeout=30, after_seq=mark
     )
+    # A guest arrives while the lock is out of reach: the opening is recorded first, then
+    # its failure; the door stays shut.
+    guest = make_guest(OBAMA)
+    cmd = platform.put_grant("G-ble-away", [BLE_DOOR], [guest.entry()], room="103")
+    assert platform.wait_ack(cmd)["status"] == "ok"
+    visit = present(site, BLE_DOOR, guest.card, guest.live_photo)
+    opened = platform.wait_for_event(
+        "door.opened", lambda b: b["lock"] == BLE_DOOR, after_seq=visit
+    )
+    failed = platform.wait_for_event(
+        "door.unlock_failed", lambda b: b["lock"] == BLE_DOOR, timeout=40, after_seq=visit
+    )
+    assert opened["seq"] < failed["seq"]
+    assert not building.relay_unlocked(BLE_DOOR)
     building.ble.request(op="range", lock=0, **{"in": True})
     platform.wait_for_event(
         "lock.status",
