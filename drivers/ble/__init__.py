@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         LockStatus,
         LockTimeout,
         LockUnreachable,
+        NotAuthorized,
     )
     from .service import BleLockService
     from .transport import TransportSpec, TransportSpecError, parse_transport
@@ -46,6 +47,7 @@ _WHERE = {
     "BleLockSpec": "locks",
     "BleLockState": "locks",
     "NotPaired": "locks",
+    "NotAuthorized": "protocol",
     "BleLockService": "service",
     "AdapterDown": "protocol",
     "BadMessage": "protocol",
@@ -89,6 +91,7 @@ __all__ = [
     "LockTimeout",
     "LockUnreachable",
     "ManagerSettings",
+    "NotAuthorized",
     "NotPaired",
     "TransportOpener",
     "TransportSpec",

@@ -41,6 +41,7 @@ from .protocol import (
     LockFamily,
     LockStatus,
     LockUnreachable,
+    NotAuthorized,
 )
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,8 @@ class BleLocks:
                 status = await driver.act(link, command)
         except BleError as exc:
             self._count(exc)
+            if isinstance(exc, NotAuthorized):
+                lock.state.paired = False  # the lock forgot us: pairing needed again
             self._emit(BleActionFailed(lock.spec.address, command.value, exc.reason, time.time()))
             if isinstance(exc, LockUnreachable):
                 self._set_online(lock, False, exc.reason)

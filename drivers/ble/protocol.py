@@ -80,6 +80,12 @@ class LockRefused(BleError):
         self.code = code
 
 
+class NotAuthorized(LockRefused):
+    """The lock no longer knows this gateway (its pairing was reset): pair it again."""
+
+    reason = "not authorized"
+
+
 class BadMessage(BleError):
     """The lock's answer was refused (corrupt, replayed, wrong key); nothing acted on."""
 

@@ -22,6 +22,7 @@ from drivers.ble import (
     LockTimeout,
     LockUnreachable,
     ManagerSettings,
+    NotAuthorized,
 )
 from drivers.ble.nuki import NukiFamily
 from drivers.ble.nuki import codec as nuki_codec
@@ -283,6 +284,20 @@ def test_corrupted_messages_never_unlock() -> None:
                 await link.write(nuki_codec.KEYTURNER_USDIO, bytes(corrupt))
         assert lock.actions == [] and lock.lock_state == 1
         assert sum(lock.refused.values()) == len(action)
+
+    run(body)
+
+
+def test_lock_that_reset_its_pairing_refuses_and_the_gateway_says_so() -> None:
+    async def body(rig: Rig) -> None:
+        lock = rig.locks[0]
+        await rig.pair(lock)
+        lock.reset_pairing()
+        with pytest.raises(NotAuthorized):
+            await rig.act(lock, LockCommand.UNLOCK)
+        assert lock.actions == [] and lock.refused["unknown authorization"] == 1
+        await rig.pair(lock)  # a technician pairs it again
+        assert (await rig.act(lock, LockCommand.UNLOCK)).locked is False
 
     run(body)
 

@@ -7,6 +7,8 @@ lock's indications with a bounded time.
 
 from __future__ import annotations
 
+import asyncio
+
 from ..protocol import (
     BadMessage,
     DoorSensor,
@@ -14,6 +16,7 @@ from ..protocol import (
     LockCommand,
     LockRefused,
     LockStatus,
+    NotAuthorized,
 )
 from . import codec
 from .codec import (
@@ -77,7 +80,19 @@ class NukiDriver:
         await link.write(codec.KEYTURNER_USDIO, self._session.seal(message))
 
     async def _next(self, link: GattLink, timeout: float | None = None) -> codec.Message:
-        data = await link.receive(codec.KEYTURNER_USDIO, timeout or self._timeout)
+        # Answers come encrypted on USDIO; a lock that does not know our authorization
+        # id can only answer in the clear, on the keyturner GDIO.
+        wait = timeout or self._timeout
+        usdio = asyncio.ensure_future(link.receive(codec.KEYTURNER_USDIO, wait))
+        gdio = asyncio.ensure_future(link.receive(codec.KEYTURNER_GDIO, wait))
+        try:
+            done, _ = await asyncio.wait({usdio, gdio}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (usdio, gdio):
+                task.cancel()
+        if gdio in done and not gdio.cancelled() and gdio.exception() is None:
+            raise self._clear_error(gdio.result())
+        data = await usdio  # its result, or its LockTimeout / LinkLost
         try:
             message = self._session.open(data)
         except SessionError as exc:
@@ -89,6 +104,19 @@ class NukiDriver:
                 name = f"0x{message.code:02x}"
             raise LockRefused(name, message.code)
         return message
+
+    @staticmethod
+    def _clear_error(data: bytes) -> Exception:
+        try:
+            message = codec.decode_plain(data)
+        except codec.NukiCodecError as exc:
+            return BadMessage(f"keyturner gdio: {exc.reason}")
+        if isinstance(message, ErrorReport) and message.code in (
+            codec.ErrorCode.K_NOT_AUTHORIZED,
+            codec.ErrorCode.K_INVALID_AUTH_ID,
+        ):
+            return NotAuthorized(codec.ErrorCode(message.code).name, message.code)
+        return BadMessage(f"unexpected {type(message).__name__} on the keyturner gdio")
 
     async def status(self, link: GattLink) -> LockStatus:
         await self._ask(link, RequestData(Command.KEYTURNER_STATES))
@@ -126,7 +154,11 @@ class NukiFamily:
 
     name: str = "nuki"
     services: tuple[str, ...] = (codec.PAIRING_SERVICE, codec.KEYTURNER_SERVICE)
-    indications: tuple[str, ...] = (codec.PAIRING_GDIO, codec.KEYTURNER_USDIO)
+    indications: tuple[str, ...] = (
+        codec.PAIRING_GDIO,
+        codec.KEYTURNER_GDIO,
+        codec.KEYTURNER_USDIO,
+    )
 
     def __init__(self, *, answer_timeout: float = 5.0) -> None:
         self._timeout = answer_timeout
