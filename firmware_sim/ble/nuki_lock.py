@@ -139,6 +139,7 @@ class SimNukiLock:
         )
         self._chars: dict[str, Characteristic[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._advertising = asyncio.Lock()  # one advertising update at a time
 
     # ------------------------------------------------------------ setup
     async def start(self) -> None:
@@ -186,16 +187,21 @@ class SimNukiLock:
         )
 
     async def _advertise(self) -> None:
-        if not self.in_range:
-            return
-        if self.device.is_advertising:
-            await self.device.stop_advertising()
-        await self.device.start_advertising(
-            advertising_data=self._advert(),
-            auto_restart=True,
-            advertising_interval_min=self.advertising_ms,
-            advertising_interval_max=self.advertising_ms,
-        )
+        # Serialised: two overlapping stop/start pairs would remove one advertising set twice.
+        async with self._advertising:
+            if not self.in_range:
+                return
+            try:
+                if self.device.is_advertising:
+                    await self.device.stop_advertising()
+                await self.device.start_advertising(
+                    advertising_data=self._advert(),
+                    auto_restart=True,
+                    advertising_interval_min=self.advertising_ms,
+                    advertising_interval_max=self.advertising_ms,
+                )
+            except Exception:  # the radio is being torn down (out of range, shutdown)
+                self.refused["advertising update failed"] += 1
 
     def _changed(self) -> None:
         self.state_counter += 1
@@ -226,7 +232,8 @@ class SimNukiLock:
     async def go_out_of_range(self) -> None:
         """Links drop (supervision timeout on both sides) and nothing is heard from it."""
         self.in_range = False
-        await self.device.stop_advertising()
+        async with self._advertising:
+            await self.device.stop_advertising()
         drop_links(self.controller, hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR)
         if self.controller in self.radio.link.controllers:
             self.radio.link.remove_controller(self.controller)
