@@ -157,6 +157,10 @@ class GrantRevoke(_Body):
 
 class GrantSync(_Body):
     grants: Annotated[list[GrantPut], Field(max_length=10_000)]
+    # Revision 1.1: a sync in parts (all three, or none for one complete part).
+    sync_id: _Id | None = None
+    part: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None
+    parts: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None
 
 
 class LockUnlock(_Body):
@@ -295,6 +299,14 @@ def validate_body(msg_type: str, body: object, *, command: bool) -> None:
                     f"{where}.valid_until",
                 )
         if msg_type == "grant.sync":
+            split = [body.get(k) is None for k in ("sync_id", "part", "parts")]
+            if any(split) and not all(split):
+                raise MessageError(
+                    "grant.sync: body.sync_id, body.part and body.parts go together",
+                    "body.parts",
+                )
+            if not any(split) and body["part"] > body["parts"]:
+                raise MessageError("grant.sync: body.part is past body.parts", "body.part")
             ids = [g["grant_id"] for g in grants]
             if len(ids) != len(set(ids)):
                 raise MessageError(
