@@ -117,6 +117,7 @@ class Link:
         self._last_acked = outbox.acked_through
         self._need_rewind = False
         self._next_health = 0.0
+        self._next_gap_check = 0.0
         self.counters: dict[str, int] = {
             "connects": 0,
             "connect_failures": 0,
@@ -426,6 +427,12 @@ class Link:
                 self._rewind("no sync.ack progress")
             elif self._need_rewind:
                 self._rewind("broker refused publishes")
+        if now >= self._next_gap_check:
+            self._next_gap_check = now + 60.0
+            try:
+                self._outbox.declare_due_gaps()  # a lost database's range, once salvage had time
+            except Exception:
+                log.exception("declaring seq gaps failed")
         if now >= self._next_health:
             self._next_health = now + self._s.health_interval_s
             try:

@@ -152,7 +152,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(
         6,
-        "grant sync parts",
+        "grant sync parts, outbox gaps",
         """
         -- grant.sync in parts (contract section 5, revision 1.1): the parts of one
         -- sync_id wait here, their signed command text sealed like grants_signed,
@@ -171,6 +171,17 @@ MIGRATIONS: list[Migration] = [
             cmd_id TEXT NOT NULL,
             jws_sealed BLOB NOT NULL,
             PRIMARY KEY (sync_id, part)
+        );
+        -- seq ranges that will never be sent from this database (agent/outbox.py):
+        -- numbers a lost or moved-aside database used. Declared to the platform in
+        -- an outbox.dropped event (declared_at set) once salvage had its chance.
+        CREATE TABLE outbox_gaps (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            first INTEGER NOT NULL,
+            last INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            noticed_at REAL NOT NULL,
+            declared_at REAL
         );
         """,
     ),

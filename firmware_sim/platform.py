@@ -43,8 +43,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import paho.mqtt.client as mqtt
 from jwcrypto import jwe as cjwe
 from jwcrypto import jwk as cjwk
@@ -77,6 +75,9 @@ class TooLarge(ValueError):
 
 def fit_photo(jpeg: bytes) -> bytes:
     """``jpeg`` scaled down to the contract's limits (1,280 px, 200 KiB); as is when it fits."""
+    import cv2  # only grants with photos need it
+    import numpy as np
+
     img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         return jpeg  # not an image: the gateway decides

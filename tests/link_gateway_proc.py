@@ -80,8 +80,7 @@ def main() -> int:
                     {
                         "lock": "door-1",
                         "method": ["card"],
-                        "grant_id": "g-1",
-                        "n": n,
+                        "grant_id": f"g-{n}",
                         "at": format_time(utc_now()),
                     },
                 )

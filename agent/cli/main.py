@@ -27,6 +27,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.face",
     "agent.cli.demo",
     "agent.cli.doctor",
+    "agent.cli.outbox",
 )
 
 
