@@ -21,12 +21,12 @@ def contract_check(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Every sealed gateway message this test produces, or the platform simulator receives,
     is validated against docs/schemas/gateway-messages.json (the AsyncAPI document's
     schemas); an undocumented type or field, or a missing required one, fails the test."""
-    import agent.outbox
+    import agent.sync.outbox
     from firmware_sim.platform import PlatformSim
     from tests.support.contract import ContractChecker
 
     checker = ContractChecker()
-    real_seal = agent.outbox.seal
+    real_seal = agent.sync.outbox.seal
     real_store = PlatformSim._store
 
     def checked_seal(envelope: dict[str, Any], *args: Any, **kwargs: Any) -> str:
@@ -37,7 +37,7 @@ def contract_check(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         checker.check(env, "platform")
         real_store(self, gw, env)
 
-    monkeypatch.setattr(agent.outbox, "seal", checked_seal)
+    monkeypatch.setattr(agent.sync.outbox, "seal", checked_seal)
     monkeypatch.setattr(PlatformSim, "_store", checked_store)
     yield checker
     if checker.violations:
@@ -93,7 +93,7 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
 def make_key_files(keys_dir: Path) -> None:
     """A gateway key set (0600) and a platform public set, as `lockgw keys init` and the
     platform's registration would leave them."""
-    from agent.keys import create_gateway_keys, new_key, public_set
+    from agent.contract.keys import create_gateway_keys, new_key, public_set
 
     keys_dir.mkdir(parents=True, exist_ok=True)
     if not (keys_dir / "gateway.jwks").exists():

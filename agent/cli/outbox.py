@@ -36,9 +36,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _cmd_salvage(args: argparse.Namespace) -> int:
-    from agent.keys import load_gateway_keys, load_platform_keys
-    from agent.outbox import Outbox
-    from agent.store import DB_FILENAME, Store
+    from agent.contract.keys import load_gateway_keys, load_platform_keys
+    from agent.state.store import DB_FILENAME, Store
+    from agent.sync.outbox import Outbox
     from agent.sync.salvage import SalvageError, salvage
 
     config = load_config_or_fail(args.config)

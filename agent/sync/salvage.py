@@ -1,6 +1,6 @@
 """Salvage the unacknowledged records of a moved-aside database into the live outbox.
 
-A database found corrupt at start is moved aside (:mod:`agent.store`) and the
+A database found corrupt at start is moved aside (:mod:`agent.state.store`) and the
 outbox counter resumes above the seq reservation, leaving a pending gap. This
 reads what it can of the old file's ``outbox`` table and puts each record
 above the old ``acked_through`` back with its original seq and its sealed text
@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.outbox import Outbox, SalvagedRow
+from agent.sync.outbox import Outbox, SalvagedRow
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from agent.contract.limits import MAX_PACKET_BYTES
-from tests.mqtt_support import World, have_mosquitto, wait_until
+from firmware_sim.polling import wait_until
+from tests.support.mqtt import World, have_mosquitto
 
 pytestmark = pytest.mark.skipif(not have_mosquitto(), reason="mosquitto is not installed")
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from agent.messages import format_time, utc_now
+from agent.contract.messages import format_time, utc_now
 from agent.sync.salvage import salvage
-from tests.mqtt_support import GatewayRig, World, have_mosquitto, wait_until
+from firmware_sim.polling import wait_until
+from tests.support.mqtt import GatewayRig, World, have_mosquitto
 
 pytestmark = pytest.mark.skipif(not have_mosquitto(), reason="mosquitto is not installed")
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from jsonschema import Draft202012Validator
 
-from agent.messages import ALERT_TYPES, EVENT_TYPES, make_envelope
+from agent.contract.messages import ALERT_TYPES, EVENT_TYPES, make_envelope
 from tests.support.contract import SCHEMA_PATH, documented_types, problems
 
 ASYNCAPI = SCHEMA_PATH.parents[1] / "asyncapi.yaml"
@@ -81,7 +81,7 @@ def test_undocumented_or_missing_fields_are_caught(
 
 
 def test_contract_check_fixture_sees_what_the_outbox_seals(contract_check: object) -> None:
-    from agent.outbox import seal  # the fixture's wrapper is in place
+    from agent.sync.outbox import seal  # the fixture's wrapper is in place
 
     before = contract_check.checked  # type: ignore[attr-defined]
     with pytest.raises(Exception):  # noqa: B017 - keys are not the point: the check runs first

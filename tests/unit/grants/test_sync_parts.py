@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from jwcrypto import jwk
 
-from agent.applier import GatewayApplier
-from agent.commands import CommandProcessor
+from agent.contract.keys import create_gateway_keys, load_gateway_keys, load_platform_keys
 from agent.contract.limits import MAX_PAYLOAD_BYTES, PHOTO_MAX_BYTES, PHOTO_MAX_SIDE_PX, jpeg_size
-from agent.grants import GrantStore
-from agent.keys import create_gateway_keys, load_gateway_keys, load_platform_keys
-from agent.outbox import Outbox
-from agent.secretbox import SecretBox
-from agent.store import Store
+from agent.grants.store import GrantStore
+from agent.state.secretbox import SecretBox
+from agent.state.store import Store
+from agent.sync.applier import GatewayApplier
+from agent.sync.commands import CommandProcessor
+from agent.sync.outbox import Outbox
 from firmware_sim.platform import PlatformSim, SimKeys, TooLarge, open_jw
 
 GW = "bldg-001"
