@@ -54,7 +54,12 @@ class DoorOpener:
         """Commit the opening's records, then unlock."""
         grant_id = decision.guest.grant_id if decision.guest is not None else None
         seqs = await asyncio.to_thread(self._recorder.commit, records, checkin)
-        await self.open(door, door.unlock_seconds if seconds is None else seconds, now, grant_id)
+        opened_seq = next(
+            (s for s, (t, _) in zip(seqs, records, strict=True) if t == "door.opened"), None
+        )
+        await self.open(
+            door, door.unlock_seconds if seconds is None else seconds, now, grant_id, opened_seq
+        )
         log.info(
             "door opened",
             extra={"lock": door.lock_id, "grant_id": grant_id, "method": decision.reason},
@@ -90,11 +95,19 @@ class DoorOpener:
         )
 
     async def open(
-        self, door: DoorDevices, seconds: float, now: float, grant_id: str | None
+        self,
+        door: DoorDevices,
+        seconds: float,
+        now: float,
+        grant_id: str | None,
+        opened_seq: int | None = None,
     ) -> None:
-        """Unlock ``door`` (its opening is already recorded), then feedback and counting."""
+        """Unlock ``door`` (its opening is already recorded at ``opened_seq``), then
+        feedback and counting; the unlock intent is cleared either way."""
         if door.bus is None:
-            await asyncio.to_thread(self._unlock_failed, door, now, "no lock bus configured")
+            await asyncio.to_thread(
+                self._unlock_failed, door, now, "no lock bus configured", opened_seq
+            )
             return
         try:
             await _unlock_with_retry(door.bus, door.address, seconds)
@@ -102,8 +115,10 @@ class DoorOpener:
             log.error(
                 "unlock failed after the record", extra={"lock": door.lock_id, "error": str(exc)}
             )
-            await asyncio.to_thread(self._unlock_failed, door, now, str(exc))
+            await asyncio.to_thread(self._unlock_failed, door, now, str(exc), opened_seq)
             return
+        if opened_seq is not None:
+            await asyncio.to_thread(self._recorder.unlocked, opened_seq)
         await self.feedback(door, granted=True)
         self._occupants.opened(door, seconds, grant_id)
 
@@ -119,11 +134,11 @@ class DoorOpener:
                 extra={"lock": door.lock_id, "granted": granted, "error": str(exc)},
             )
 
-    def _unlock_failed(self, door: DoorDevices, now: float, error: str) -> None:
+    def _unlock_failed(
+        self, door: DoorDevices, now: float, error: str, opened_seq: int | None
+    ) -> None:
         self._count("unlock_failed")
-        self._recorder.commit(
-            [("door.unlock_failed", {"lock": door.lock_id, "at": iso(now), "error": error[:200]})]
-        )
+        self._recorder.unlock_failed(door.lock_id, iso(now), error, opened_seq)
 
 
 async def _unlock_with_retry(bus: LockPort, address: int, seconds: float) -> None:

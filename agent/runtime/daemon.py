@@ -65,6 +65,9 @@ class Daemon:
         self._open_store()
         assert self.store is not None
         self.gateway = build_gateway(self.config, self.store, loop)
+        # Openings recorded by a process that died before unlocking are answered first.
+        gw = self.gateway
+        await asyncio.to_thread(gw.flow.recorder.fail_interrupted, gw.clock.now())
         started: list[Part] = []
         metrics: Metrics | None = None
         try:

@@ -152,7 +152,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(
         6,
-        "grant sync parts, outbox gaps",
+        "grant sync parts, outbox gaps, unlock intents",
         """
         -- grant.sync in parts (contract section 5, revision 1.1): the parts of one
         -- sync_id wait here, their signed command text sealed like grants_signed,
@@ -182,6 +182,16 @@ MIGRATIONS: list[Migration] = [
             reason TEXT NOT NULL,
             noticed_at REAL NOT NULL,
             declared_at REAL
+        );
+        -- Unlock intents (agent/door/recorder.py): one per committed door.opened, in
+        -- its transaction, keyed by its seq; cleared when the lock confirms the
+        -- unlock or door.unlock_failed is recorded. Any row found at start is an
+        -- opening that was recorded but never carried out (the process died between
+        -- record and unlock): reported as door.unlock_failed, reason gateway_restart.
+        CREATE TABLE unlock_intents (
+            seq INTEGER PRIMARY KEY,
+            lock TEXT NOT NULL,
+            created_at REAL NOT NULL
         );
         """,
     ),
