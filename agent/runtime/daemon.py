@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from agent import __version__
 from agent.config.schema import Config
@@ -22,6 +23,7 @@ from agent.runtime.gateway import Gateway, Part, build_gateway
 from agent.runtime.health import Heartbeats
 from agent.runtime.metrics import Metrics, start_metrics
 from agent.runtime.sdnotify import Notifier, watchdog_interval_s
+from agent.runtime.sizing import building_budget
 from agent.state.incidents import mark_reported, unreported_incidents
 from agent.state.store import Store
 
@@ -59,6 +61,12 @@ class Daemon:
 
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
+        # Door work runs on one bounded executor sized from the building, never a thread
+        # per task (the unit's TasksMax comes from the same sizing).
+        budget = building_budget(self.config)
+        loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=budget.door_workers, thread_name_prefix="door")
+        )
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)

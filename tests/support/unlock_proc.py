@@ -19,7 +19,9 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from agent.contract.keys import load_gateway_keys, load_platform_keys
@@ -31,6 +33,7 @@ from agent.door.opening import DoorOpener
 from agent.door.recorder import VisitRecorder
 from agent.door.records import door_opened
 from agent.grants.store import GrantStore
+from agent.runtime.sizing import thread_budget
 from agent.state.secretbox import SecretBox
 from agent.state.store import Store
 from agent.sync.outbox import Outbox
@@ -75,6 +78,10 @@ async def run(args: argparse.Namespace) -> int:
     occupants = OccupantWatch(None, rules, time.time, recorder.commit, 1.0)
     opener = DoorOpener(recorder, occupants, time.time, lambda _name: None)
     print("ready", flush=True)
+    if args.doors:
+        await at_once(args, opener)
+        store.close()
+        return 0
     n = 0
     while args.openings < 0 or n < args.openings:
         lock.lock_id = f"door-{os.getpid()}-{n}"
@@ -88,6 +95,29 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def at_once(args: argparse.Namespace, opener: DoorOpener) -> None:
+    """One opening at each of ``--doors`` doors at the same moment, on the daemon's bounded
+    executor (sized by agent.runtime.sizing); waits for ``go`` on stdin first."""
+    budget = thread_budget(doors=args.doors, readers=args.doors, buses=4, cameras=0)
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=budget.door_workers, thread_name_prefix="door")
+    )
+    print(f"budget {budget.tasks_max}", flush=True)
+    sys.stdin.readline()
+
+    async def one(n: int) -> None:
+        lock = WitnessLock(args.witness, False)
+        lock.lock_id = f"door-{n}"
+        door = DoorDevices(lock.lock_id, "101", "bus0", 1, 1.0, lock, None)
+        body = door_opened(lock=lock.lock_id, method=["remote"], at=time.time(), remote="test")
+        await opener.admit(
+            door, Decision(True, "remote", ""), [("door.opened", body)], 0.0, now=time.time()
+        )
+
+    await asyncio.gather(*(one(n) for n in range(args.doors)))
+    print(f"threads {threading.active_count()}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--state", type=Path, required=True)
@@ -95,7 +125,15 @@ def main() -> int:
     parser.add_argument("--witness", type=Path, required=True)
     parser.add_argument("--openings", type=int, default=-1)
     parser.add_argument("--die-in-unlock", action="store_true")
-    return asyncio.run(run(parser.parse_args()))
+    parser.add_argument(
+        "--doors", type=int, default=0, help="instead: one opening at each of N doors at once"
+    )
+    # Not asyncio.run: its shutdown starts a thread, which a capped cgroup may refuse.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(run(parser.parse_args()))
+    finally:
+        loop.close()
 
 
 if __name__ == "__main__":
