@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import sqlite3
 import time
 from typing import Any
 
@@ -23,6 +24,8 @@ from agent.door.decision import Decision
 from agent.door.doors import Record
 from agent.door.records import access_denied, iso
 from agent.grants.store import GrantStore
+from agent.state.incidents import record_incident
+from agent.state.reserve import DiskReserve, is_disk_full
 from agent.state.store import Store
 from agent.sync.outbox import Outbox
 from drivers.idcard.identity import mask_id_number
@@ -33,17 +36,44 @@ log = logging.getLogger(__name__)
 class VisitRecorder:
     """Commits visit records (blocking: call it off the event loop)."""
 
-    def __init__(self, store: Store, outbox: Outbox, grants: GrantStore, rules: AlertRules) -> None:
+    def __init__(
+        self,
+        store: Store,
+        outbox: Outbox,
+        grants: GrantStore,
+        rules: AlertRules,
+        reserve: DiskReserve | None = None,
+    ) -> None:
         self._store = store
         self._outbox = outbox
         self._grants = grants
         self._rules = rules
+        self.reserve = reserve
 
     def commit(
         self, records: list[Record], checkin: tuple[str, str, float] | None = None
     ) -> tuple[int | None, ...]:
-        """Enqueue ``records`` (and mark ``(grant, guest, at)`` checked in) in one transaction."""
+        """Enqueue ``records`` (and mark ``(grant, guest, at)`` checked in) in one transaction.
+
+        Disk full: the reserve is released, a ``disk_full`` incident goes into the same
+        transaction, and the commit is tried once more; if it still fails it raises (and
+        the caller unlocks nothing)."""
+        try:
+            return self._commit(records, checkin, None)
+        except (sqlite3.Error, OSError) as exc:  # OSError: the seq reservation's file
+            if not is_disk_full(exc) or self.reserve is None or not self.reserve.release():
+                raise
+        return self._commit(records, checkin, "a write found the disk full; reserve released")
+
+    def _commit(
+        self,
+        records: list[Record],
+        checkin: tuple[str, str, float] | None,
+        incident: str | None,
+    ) -> tuple[int | None, ...]:
         with self._store.write() as conn:
+            if incident is not None:
+                record_incident(conn, "disk_full", incident, iso(time.time()))
             seqs = tuple(self._outbox.enqueue_in(conn, t, b) for t, b in records)
             for seq, (msg_type, body) in zip(seqs, records, strict=True):
                 if msg_type == "door.opened" and seq is not None:

@@ -194,6 +194,8 @@ class Daemon:
         await asyncio.to_thread(self._report_incidents_now, gw)
 
     def _report_incidents_now(self, gw: Gateway) -> None:
+        if gw.reserve is not None:
+            gw.reserve.ensure()  # space back after a full disk: the reserve is taken again
         with gw.store.write() as conn:
             incidents = unreported_incidents(conn)
             for incident in incidents:
