@@ -38,7 +38,7 @@ def number(env: dict[str, Any]) -> int:
 def opened(n: int) -> dict[str, Any]:
     return {
         "lock": "door-1",
-        "method": ["card"],
+        "method": ["id_card"],
         "grant_id": f"g-{n}",  # the number rides in a documented field
         "at": format_time(utc_now()),
     }

@@ -30,7 +30,7 @@ def at() -> str:
 
 
 def opened(n: int) -> dict[str, Any]:
-    return {"lock": "door-1", "method": ["card", "face"], "grant_id": f"g-{n}", "at": at()}
+    return {"lock": "door-1", "method": ["id_card", "face"], "grant_id": f"g-{n}", "at": at()}
 
 
 def number(env: dict[str, Any]) -> int:

@@ -27,7 +27,7 @@ RIG_SETTINGS: dict[str, Any] = {"retry_after_s": 3.0}
 def opened(n: int) -> dict[str, Any]:
     return {
         "lock": "door-1",
-        "method": ["card"],
+        "method": ["id_card"],
         "grant_id": f"g-{n}",
         "at": format_time(utc_now()),
     }

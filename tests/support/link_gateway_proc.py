@@ -79,7 +79,7 @@ def main() -> int:
                     "door.opened",
                     {
                         "lock": "door-1",
-                        "method": ["card"],
+                        "method": ["id_card"],
                         "grant_id": f"g-{n}",
                         "at": format_time(utc_now()),
                     },

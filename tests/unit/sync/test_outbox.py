@@ -87,7 +87,7 @@ def door_state(i: int = 0) -> dict[str, Any]:
 
 
 def opened() -> dict[str, Any]:
-    return {"lock": "door-1", "method": ["card", "face"], "grant_id": "g-1", "at": at()}
+    return {"lock": "door-1", "method": ["id_card", "face"], "grant_id": "g-1", "at": at()}
 
 
 def test_disk_holds_only_ciphertext(env: Env) -> None:
@@ -122,7 +122,7 @@ def test_failed_transaction_uses_no_seq(env: Env) -> None:
         box.enqueue_in(conn, "door.opened", opened())
         raise RuntimeError("crash before commit")
     with pytest.raises(MessageError, match="grant_id"):
-        box.enqueue("door.opened", {"lock": "door-1", "method": ["card"], "at": at()})
+        box.enqueue("door.opened", {"lock": "door-1", "method": ["id_card"], "at": at()})
     assert box.enqueue("door.opened", opened()) == 2
     assert box.stats().depth == 2
 
