@@ -67,7 +67,7 @@ def test_a_documented_message_passes() -> None:
         ("checkin.verified", {k: v for k, v in checkin_body().items() if k != "at"}, "'at'"),
         ("ack", {"cmd_id": "c", "status": "rejected"}, "'error' is a required property"),
         ("ack", {"cmd_id": "c", "status": "rejected", "error": "Expired"}, "does not match"),
-        ("door.opened", {"lock": "door-1", "method": ["id_card"], "at": "2026-12-02T10:00:00Z"}, ""),
+        ("door.opened", {"lock": "d", "method": ["id_card"], "at": "2026-12-02T10:00:00Z"}, ""),
         ("alert.identity_mismatch", {"lock": "door-1", "at": "2026-12-02T10:00:00Z"}, "grant_id"),
         ("outbox.dropped", {"seqs": [[1, 2]], "count": 2, "types": {}, "at": "x"}, "reason"),
         ("no.such_type", {"at": "2026-12-02T10:00:00Z"}, "type not documented"),
