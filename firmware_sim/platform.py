@@ -12,6 +12,13 @@ gateway announced as dropped in ``outbox.dropped`` count as settled), reports
 gaps, and answers progress with ``sync.ack`` once the messages are stored (in
 this process's memory). Duplicates trigger a fresh ``sync.ack``, so a gateway
 that missed one learns again.
+
+Revision 1.1 (section 5): :meth:`PlatformSim.send` never publishes more than
+1 MiB; grant photos over 200 KiB or 1,280 px are scaled down first
+(:func:`fit_photo`), and :meth:`PlatformSim.send_sync` splits a grant set that
+does not fit one message into parts. :meth:`PlatformSim.publish_raw` and
+``build(..., scale_photos=False)`` bypass that, to play a platform that breaks
+the contract.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ from paho.mqtt.properties import Properties
 log = logging.getLogger(__name__)
 
 TOPIC_ROOT = "lockgw/v1"
+MAX_PAYLOAD_BYTES = 1_048_576
+PHOTO_MAX_BYTES = 200 * 1024
+PHOTO_MAX_SIDE_PX = 1280
 BAD_KINDS = (
     "unknown_key",
     "tampered",
@@ -57,6 +67,54 @@ BAD_KINDS = (
     "garbage",
     "not_jwe",
 )
+
+
+class TooLarge(ValueError):
+    """A command that would break the contract's size limit (the simulator never sends it)."""
+
+
+def fit_photo(jpeg: bytes) -> bytes:
+    """``jpeg`` scaled down to the contract's limits (1,280 px, 200 KiB); as is when it fits."""
+    import cv2  # only grants with photos need it
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        return jpeg  # not an image: the gateway decides
+    h, w = img.shape[:2]
+    if len(jpeg) <= PHOTO_MAX_BYTES and max(h, w) <= PHOTO_MAX_SIDE_PX:
+        return jpeg
+    side = min(PHOTO_MAX_SIDE_PX, max(h, w))
+    quality = 90
+    while True:
+        scale = side / max(h, w)
+        small = cv2.resize(
+            img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
+        ok, enc = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok and len(enc) <= PHOTO_MAX_BYTES:
+            return enc.tobytes()
+        if quality > 60:
+            quality -= 10
+        else:
+            side = int(side * 0.8)
+
+
+def _fit_grant(grant: dict[str, Any]) -> dict[str, Any]:
+    guests = []
+    for guest in grant.get("guests", []):
+        photo = guest.get("face_jpeg_b64")
+        if isinstance(photo, str) and photo:
+            try:
+                raw = base64.b64decode(photo, validate=True)
+            except ValueError:
+                guests.append(guest)
+                continue
+            fitted = fit_photo(raw)
+            if fitted is not raw:
+                guest = guest | {"face_jpeg_b64": base64.b64encode(fitted).decode("ascii")}
+        guests.append(guest)
+    return grant | {"guests": guests} if "guests" in grant else grant
 
 
 def _now_iso(delta_s: float = 0.0) -> str:
@@ -384,8 +442,17 @@ class PlatformSim:
         msg_id: str | None = None,
         envelope_gw: str | None = None,
         sig: cjwk.JWK | None = None,
+        scale_photos: bool = True,
     ) -> tuple[str, str]:
-        """A sealed command for ``gw``: (command id, JWE text)."""
+        """A sealed command for ``gw``: (command id, JWE text).
+
+        Grant photos are scaled to the contract's limits unless ``scale_photos`` is
+        False (a platform that breaks the contract, for tests).
+        """
+        if scale_photos and msg_type == "grant.put":
+            body = _fit_grant(body)
+        elif scale_photos and msg_type == "grant.sync":
+            body = body | {"grants": [_fit_grant(g) for g in body.get("grants", [])]}
         cmd_id = msg_id or str(uuid.uuid4())
         env = {
             "v": 1,
@@ -399,10 +466,55 @@ class PlatformSim:
         return cmd_id, seal_jw(env, sig or self.keys.sig, self._gw_enc[gw])
 
     def send(self, gw: str, msg_type: str, body: dict[str, Any], **kwargs: Any) -> str:
-        """Build and publish a command; returns its id."""
+        """Build and publish a command; returns its id. TooLarge past 1 MiB (never sent)."""
         cmd_id, text = self.build(gw, msg_type, body, **kwargs)
+        if len(text) > MAX_PAYLOAD_BYTES:
+            raise TooLarge(f"{msg_type} is {len(text)} bytes sealed, limit {MAX_PAYLOAD_BYTES}")
         self.publish_raw(gw, text.encode())
         return cmd_id
+
+    def build_sync(
+        self, gw: str, grants: list[dict[str, Any]], *, sync_id: str | None = None
+    ) -> list[tuple[str, str]]:
+        """``grant.sync`` of ``grants`` as sealed parts that each fit 1 MiB: [(id, JWE)].
+
+        One part needs no ``sync_id``/``part``/``parts``; several carry them all.
+        Photos are scaled first; parts are packed greedily by sealed size.
+        """
+        fitted = [_fit_grant(g) for g in grants]
+        whole = self.build(gw, "grant.sync", {"grants": fitted}, scale_photos=False)
+        if len(whole[1]) <= MAX_PAYLOAD_BYTES:
+            return [whole]
+        sid = sync_id or str(uuid.uuid4())
+        # Sealing grows JSON by about 16/9 (base64 twice); keep a margin for the envelope.
+        budget = int((MAX_PAYLOAD_BYTES - 4096) * 9 / 16)
+        chunks: list[list[dict[str, Any]]] = [[]]
+        used = 0
+        for grant in fitted:
+            size = len(json.dumps(grant, ensure_ascii=False).encode()) + 1
+            if chunks[-1] and used + size > budget:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(grant)
+            used += size
+        parts = len(chunks)
+        built = []
+        for n, chunk in enumerate(chunks, start=1):
+            body = {"sync_id": sid, "part": n, "parts": parts, "grants": chunk}
+            cmd_id, text = self.build(gw, "grant.sync", body, scale_photos=False)
+            if len(text) > MAX_PAYLOAD_BYTES:
+                raise TooLarge(f"grant.sync part {n} is {len(text)} bytes sealed")
+            built.append((cmd_id, text))
+        return built
+
+    def send_sync(
+        self, gw: str, grants: list[dict[str, Any]], *, sync_id: str | None = None
+    ) -> list[str]:
+        """Build and publish ``grant.sync`` in as many parts as it needs; their ids in order."""
+        built = self.build_sync(gw, grants, sync_id=sync_id)
+        for _, text in built:
+            self.publish_raw(gw, text.encode())
+        return [cmd_id for cmd_id, _ in built]
 
     def publish_raw(self, gw: str, payload: bytes) -> None:
         """Publish any bytes on the gateway's command topic (QoS 1)."""
@@ -435,7 +547,8 @@ class PlatformSim:
             cmd_id, text = self.build(gw, "grant.put", {"grant_id": "g-bad", "room": "101"})
             return cmd_id, text.encode()
         if kind == "oversized":
-            # Just past the limit: the gateway must see it (and count it), not the broker.
+            # Just past the payload limit, within the packet limit the gateway announces:
+            # the broker forwards it, and the gateway must answer it too_large.
             pad = size_limit * 9 // 16
             while True:
                 cmd_id, text = self.build(gw, "ping", {"pad": "x" * pad})

@@ -159,6 +159,10 @@ class GrantRevoke(_Body):
 
 class GrantSync(_Body):
     grants: Annotated[list[GrantPut], Field(max_length=10_000)]
+    # Revision 1.1: a sync in parts (all three, or none for one complete part).
+    sync_id: _Id | None = None
+    part: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None
+    parts: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None
 
 
 class LockUnlock(_Body):
@@ -303,6 +307,14 @@ def validate_body(msg_type: str, body: object, *, command: bool) -> None:
                     f"{where}.valid_until",
                 )
         if msg_type == "grant.sync":
+            split = [body.get(k) is None for k in ("sync_id", "part", "parts")]
+            if any(split) and not all(split):
+                raise MessageError(
+                    "grant.sync: body.sync_id, body.part and body.parts go together",
+                    "body.parts",
+                )
+            if not any(split) and body["part"] > body["parts"]:
+                raise MessageError("grant.sync: body.part is past body.parts", "body.part")
             ids = [g["grant_id"] for g in grants]
             if len(ids) != len(set(ids)):
                 raise MessageError(
@@ -398,5 +410,21 @@ class Command:
     signer_kid: str
 
 
+_CODE_RE = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+
+
 class CommandRejected(Exception):
-    """Raised by an applier to refuse a command; the text goes into the ack (no personal data)."""
+    """Raised by an applier to refuse a command (no personal data in the text).
+
+    ``code`` is the contract's reason code the ack's ``error`` starts with
+    (``unknown_lock``, ``photo_too_large``, …; documented in docs/asyncapi.yaml);
+    ``detail`` is for people. A first argument that is not code-shaped is kept as
+    the detail of the generic code ``refused``.
+    """
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        if not _CODE_RE.match(code):
+            code, detail = "refused", code if not detail else f"{code} {detail}"
+        self.code = code
+        self.detail = detail
+        super().__init__(f"{code}: {detail}" if detail else code)

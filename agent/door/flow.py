@@ -100,7 +100,14 @@ class DoorFlow:
             self._count("busy")
             return self._done(await self._refuse(door, deny("busy", SAY_SEE_HOST), "card"))
         async with busy:
-            return self._done(await self._card.visit(door, card))
+            try:
+                return self._done(await self._card.visit(door, card))
+            except RuntimeError as exc:
+                # No worker thread could be started for the visit: the door stays locked,
+                # and the refusal is still recorded and shown (recorded in the loop).
+                self._count("busy")
+                log.error("visit could not be served", extra={"lock": lock_id, "error": str(exc)})
+                return self._done(await self._refuse(door, deny("busy", SAY_SEE_HOST), "card"))
 
     async def keypad(self, lock_id: str, digits: str) -> VisitOutcome | None:
         """Keys typed at the lock; a PIN ends with ``#`` (``*`` clears)."""

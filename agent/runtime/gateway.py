@@ -34,6 +34,7 @@ from agent.face import FaceWorker
 from agent.grants.store import GrantStore
 from agent.runtime.inbox import DeviceInbox
 from agent.state.clock import ClockGuard
+from agent.state.reserve import DiskReserve
 from agent.state.secretbox import SecretBox
 from agent.state.store import Store
 from agent.sync.applier import GatewayApplier
@@ -85,6 +86,7 @@ class Gateway:
     inbox: DeviceInbox
     journal: Journal
     ble: BleLockService | None = None
+    reserve: DiskReserve | None = None
     parts: list[Part] = field(default_factory=list)
     reader_status: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
@@ -181,7 +183,13 @@ class Gateway:
                 "system_ahead_s": round(clock.ahead_s, 1),
                 "last_contact": clock.last_contact,
             },
-            "disk": {"free_bytes": disk.free, "total_bytes": disk.total},
+            "disk": {
+                "free_bytes": disk.free,
+                "total_bytes": disk.total,
+                # The reserve was released for a write that found the disk full and
+                # could not be taken back yet: the disk is (still) full.
+                "full": self.reserve is not None and not self.reserve.held,
+            },
             "doors": self.flow.counters,
         }
 
@@ -224,6 +232,8 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         ok, png = cv2.imencode(".png", image)
         return png.tobytes() if ok else None
 
+    reserve = DiskReserve(state_dir)
+    reserve.ensure()
     flow = DoorFlow(
         store=store,
         outbox=outbox,
@@ -270,6 +280,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         ),
         card_photo_image=card_photo_image,
     )
+    flow.recorder.reserve = reserve
 
     def request_unlock(lock: str, seconds: float, reason: str) -> None:
         asyncio.run_coroutine_threadsafe(flow.remote_unlock(lock, seconds, reason), loop)
@@ -315,6 +326,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         journal=journal,
         ble=ble,
         reader_status=reader_status,
+        reserve=reserve,
     )
     flow.outcome_observers.append(gateway.remember_outcome)
     gateway.parts = _parts(gateway)
