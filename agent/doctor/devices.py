@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config, DoorSection
+from agent.config.schema import Config, DoorSection
 from agent.doctor.report import FAIL, OK, SKIP, Check
 
 

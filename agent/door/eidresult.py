@@ -14,7 +14,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.identity import (
+from drivers.idcard.identity import (
     LONG_TERM,
     NATIONS,
     IdentityError,

@@ -7,7 +7,7 @@ them) and does the work; it is meant to live inside the worker process
 
 Templates are the 128 float64 values of the dlib descriptor as little-endian
 bytes (1,024 bytes), so the grants store can seal them with the local
-:class:`~agent.secretbox.SecretBox`. A template is only comparable with
+:class:`~agent.state.secretbox.SecretBox`. A template is only comparable with
 templates from the same recognition model: change the model, re-encode.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from agent.face.detect import Detection, FaceBox, QualityGates, Reason, assess, find_faces
 
 if TYPE_CHECKING:
-    from agent.config import FaceSection
+    from agent.config.schema import FaceSection
 
 log = logging.getLogger(__name__)
 

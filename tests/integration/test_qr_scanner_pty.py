@@ -11,7 +11,7 @@ import pytest
 from drivers.qr.codec import QrProblem, QrTextError
 from drivers.qr.scanner import QrScanner, ScannerState, ScannerStatus
 from firmware_sim.qrscanner import QrScannerSimulator
-from tests.idcard_support import wait_for
+from tests.support.idcard import wait_for
 
 CODE = "CTID1.AAECAwQFBgcICQoLDA0ODw.c2lnbmF0dXJl"
 
