@@ -345,7 +345,7 @@ class DoorFlow:
         )
 
     async def _check_face(
-        self, door: DoorDevices, guest: VerifiedGuest, liveness: str, card: CardRead
+        self, door: DoorDevices, guest: VerifiedGuest, liveness: str, card: CardRead | None
     ) -> tuple[FaceOutcome, Any, dict[str, Any]]:
         if self._face is None or door.camera is None:
             return FaceOutcome(False, None, 0.0, "no_camera"), None, {"mode": "off"}
@@ -386,7 +386,7 @@ class DoorFlow:
         )
         return outcome, last, liveness_doc
 
-    def _reference(self, guest: VerifiedGuest, card: CardRead) -> bytes | None:
+    def _reference(self, guest: VerifiedGuest, card: CardRead | None) -> bytes | None:
         """The guest's template: stored, or made now from the grant (or decoded card) photo."""
         assert self._face is not None
         template = self._grants.template(guest.grant_id, guest.guest_id)
@@ -397,7 +397,7 @@ class DoorFlow:
             return enroll_template(
                 self._grants, self._face, guest.grant_id, guest.guest_id, timeout
             )
-        if self._card_photo_image is None:
+        if self._card_photo_image is None or card is None:
             return None
         photo = self._card_photo_image(card.photo, card.photo_format)
         if photo is None:
@@ -455,6 +455,7 @@ class DoorFlow:
         elapsed_ms: float,
         face_result: Any = None,
         extra: list[Alert] | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> Outcome:
         now = self._clock.now()
         at = iso(now)
@@ -486,7 +487,8 @@ class DoorFlow:
                     at=now,
                     id_number=id_number,
                     method=method,
-                ),
+                )
+                | (detail or {}),
             )
         )
         seqs = await asyncio.to_thread(self._commit, records, None)

@@ -27,6 +27,7 @@ from agent.devices.lockkeys import LockKeyStore
 from agent.devices.wlt import decode_card_photo, decoder_from_settings
 from agent.door.alerts import AlertPolicy, AlertRules
 from agent.door.decision import SitePolicy
+from agent.door.eid import EidCheckin, EidSettings, PendingRequests, SerializedCamera
 from agent.door.flow import DoorDevices, DoorFlow, FlowSettings, Outcome
 from agent.grants.store import GrantStore
 from agent.state.clock import ClockGuard
@@ -41,6 +42,7 @@ from drivers.camera.sources import FrameSource, OpenCvSource
 from drivers.idcard.reader import CardRead, IdCardReader, ReaderStatus
 from drivers.osdp.bus import LockSpec, OsdpBus
 from drivers.osdp.events import LockEvent
+from drivers.qr.scanner import QrScanner, ScannerStatus
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class Gateway:
     readers: dict[str, IdCardReader]
     cameras: dict[str, FrameSource]
     face: Any
+    eid: EidCheckin
+    scanners: dict[str, QrScanner] = field(default_factory=dict)
     parts: list[Part] = field(default_factory=list)
     reader_status: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
@@ -144,6 +148,12 @@ class Gateway:
             },
             "disk": {"free_bytes": disk.free, "total_bytes": disk.total},
             "doors": self.flow.counters,
+            "eid": {
+                **self.eid.counters,
+                "waiting": self.eid.requests.waiting,
+                **{f"results_{k}": v for k, v in self.eid.requests.counters.items()},
+                "scanners": {door: s.state.value for door, s in self.scanners.items()},
+            },
         }
 
 
@@ -168,6 +178,9 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
     rules = AlertRules(AlertPolicy(**alerts.model_dump()))
     buses = _buses(config, state_dir, loop, lambda: flow)
     cameras = {d.id: _camera(d) for d in config.doors if d.camera}
+    for door in config.doors:
+        if door.qr_camera and door.id in cameras:
+            cameras[door.id] = SerializedCamera(cameras[door.id])
     face = _face_worker(config) if cameras else None
     decoder = decoder_from_settings(
         config.readers.wlt_decoder, config.readers.wlt_command, config.readers.wlt_library
@@ -219,6 +232,20 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
     def request_unlock(lock: str, seconds: float, reason: str) -> None:
         asyncio.run_coroutine_threadsafe(flow.remote_unlock(lock, seconds, reason), loop)
 
+    requests = PendingRequests(loop)
+    eid = EidCheckin(
+        flow,
+        requests,
+        EidSettings(
+            answer_timeout_s=config.eid.answer_timeout_s,
+            code_lifetime_s=config.eid.code_lifetime_s,
+            face_wait_s=config.eid.face_wait_s,
+            camera_scan_interval_s=config.eid.camera_scan_interval_ms / 1000,
+        ),
+        link_up=lambda: link.connected,
+        scan_doors=frozenset(d.id for d in config.doors if d.qr_camera),
+    )
+
     applier = GatewayApplier(grants, {d.id for d in config.doors}, request_unlock)
     processor = CommandProcessor(
         store,
@@ -229,6 +256,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         applier,
         max_payload_bytes=config.link.max_payload_bytes,
         on_verified=lambda ts: clock.observe_trusted(ts),
+        on_eid_result=lambda command: requests.deliver(command.body),
     )
     link = Link(
         LinkSettings.from_config(config.link),
@@ -241,6 +269,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
     readers = {
         d.id: _reader(d, config, loop, flow, gateway_holder) for d in config.doors if d.reader_port
     }
+    scanners = {d.id: _qr_scanner(d, loop, eid) for d in config.doors if d.qr_port}
     gateway = Gateway(
         config=config,
         store=store,
@@ -255,6 +284,8 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         readers=readers,
         cameras=cameras,
         face=face,
+        eid=eid,
+        scanners=scanners,
     )
     gateway_holder.append(gateway)
     flow.outcome_observers.append(gateway.remember_outcome)
@@ -280,12 +311,29 @@ def _parts(gw: Gateway) -> list[Part]:
                 _is_running(reader),
             )
         )
+    for door, scanner in gw.scanners.items():
+        parts.append(
+            Part(
+                f"qr:{door}",
+                scanner.start,
+                functools.partial(scanner.stop, 3.0),
+                _is_running(scanner),
+            )
+        )
+    parts.append(
+        Part(
+            "eid-camera-scan",
+            gw.eid.start_camera_scans,
+            gw.eid.stop_camera_scans,
+            lambda: gw.eid.scanning,
+        )
+    )
     for door, camera in gw.cameras.items():
         parts.append(Part(f"camera:{door}", lambda: None, camera.close))
     return parts
 
 
-def _is_running(part: OsdpBus | IdCardReader) -> Callable[[], bool]:
+def _is_running(part: OsdpBus | IdCardReader | QrScanner) -> Callable[[], bool]:
     return lambda: part.running
 
 
@@ -364,6 +412,23 @@ def _reader(
         baud=door.reader_baudrate,
         poll_interval=config.readers.poll_interval_ms / 1000,
     )
+
+
+def _qr_scanner(door: DoorSection, loop: asyncio.AbstractEventLoop, eid: EidCheckin) -> QrScanner:
+    assert door.qr_port is not None
+
+    def on_code(code: str) -> None:
+        loop.call_soon_threadsafe(
+            lambda: asyncio.ensure_future(eid.present_code(door.id, code, "scanner"))
+        )
+
+    def on_status(status: ScannerStatus) -> None:
+        log.info(
+            "QR scanner status",
+            extra={"door": door.id, "state": status.state.value, "detail": status.detail},
+        )
+
+    return QrScanner(door.qr_port, on_code, on_status, baud=door.qr_baudrate)
 
 
 def _health(gw: Gateway) -> dict[str, Any]:
