@@ -95,13 +95,17 @@ class IdentityService:
             return self._count(Verdict("failed", "service_error: identity service failed"))
         with self._lock:
             issued = self._codes.get(code)
+            problem = None
             if issued is None:
-                return self._count(Verdict("failed", "code_unknown"))
-            if issued.used:
-                return self._count(Verdict("failed", "code_used"))
-            issued.used = True
-            if self.clock() > issued.expires_at:
-                return self._count(Verdict("failed", "code_expired"))
+                problem = "code_unknown"
+            elif issued.used:
+                problem = "code_used"
+            else:
+                issued.used = True
+                if self.clock() > issued.expires_at:
+                    problem = "code_expired"
+        if problem is not None or issued is None:
+            return self._count(Verdict("failed", problem))
         if not _is_jpeg(live_jpeg_b64):
             return self._count(Verdict("failed", "face_missing"))
         return self._count(Verdict("verified", None, issued.identity))

@@ -153,6 +153,7 @@ class Gateway:
                 "waiting": self.eid.requests.waiting,
                 **{f"results_{k}": v for k, v in self.eid.requests.counters.items()},
                 "scanners": {door: s.state.value for door, s in self.scanners.items()},
+                "commands": {k: v for k, v in self.processor.counters.items() if "eid" in k},
             },
         }
 
