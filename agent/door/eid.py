@@ -24,24 +24,38 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import dataclasses
 import datetime as dt
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from agent.door.decision import SAY_SEE_HOST, Decision, Presentation, deny
+from agent.door.card import CardVisit
+from agent.door.decision import (
+    SAY_SEE_HOST,
+    Decision,
+    DoorHistory,
+    Presentation,
+    decide,
+    deny,
+)
+from agent.door.doors import DoorDevices, FlowSettings, Record, VisitOutcome
 from agent.door.eidresult import EidAnswer, read_result
-from agent.door.flow import DoorDevices, DoorFlow, Outcome
+from agent.door.opening import DoorOpener
+from agent.door.recorder import VisitRecorder
 from agent.door.records import checkin_verified_eid, door_opened, iso
+from agent.face import FaceWorker
 from agent.grants.model import VerifiedGuest
+from agent.grants.store import GrantStore
+from agent.state.clock import ClockGuard
 from drivers.camera.sources import FrameSource
-from drivers.qr.dedup import SeenCodes
+from drivers.qr.camera import FrameDecoder
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +71,7 @@ class EidSettings:
     code_lifetime_s: float = 300.0
     face_wait_s: float = 1.0
     camera_scan_interval_s: float = 0.2
+    scan_doors: frozenset[str] = frozenset()  # doors whose camera is searched for codes
 
 
 class PendingRequests:
@@ -141,108 +156,67 @@ class SerializedCamera:
             self._source.close()
 
 
-class EidCheckin:
-    """The electronic-ID path of every door; codes come from scanners and cameras."""
+class EidVisit:
+    """One electronic-ID presentation at a door: request, bounded wait, then the card rules."""
 
     def __init__(
         self,
-        flow: DoorFlow,
-        requests: PendingRequests,
-        settings: EidSettings,
         *,
+        grants: GrantStore,
+        clock: ClockGuard,
+        settings: FlowSettings,
+        eid: EidSettings,
+        opener: DoorOpener,
+        recorder: VisitRecorder,
+        history: Callable[[str], DoorHistory],
+        faces: CardVisit,
+        face: FaceWorker | None,
+        requests: PendingRequests,
         link_up: Callable[[], bool],
-        scan_doors: frozenset[str] = frozenset(),
+        count: Callable[[str], None],
     ) -> None:
-        if not 0 < settings.answer_timeout_s <= MAX_ANSWER_TIMEOUT_S:
+        if not 0 < eid.answer_timeout_s <= MAX_ANSWER_TIMEOUT_S:
             raise ValueError(f"answer_timeout_s must be in (0, {MAX_ANSWER_TIMEOUT_S:g}]")
-        self._flow = flow
-        self._requests = requests
+        self._grants = grants
+        self._clock = clock
         self._settings = settings
+        self._eid = eid
+        self._opener = opener
+        self._recorder = recorder
+        self._history = history
+        self._faces = faces
+        self._face = face
+        self._requests = requests
         self._link_up = link_up
-        self._seen = SeenCodes(settings.code_lifetime_s)
-        self._scan_doors = scan_doors
-        self._scanners: list[asyncio.Task[None]] = []
-        self.counters: dict[str, int] = {}
+        self._count = count
 
-    @property
-    def requests(self) -> PendingRequests:
-        """The requests waiting for a result (for status and tests)."""
-        return self._requests
-
-    # -- entry points (on the loop) ----------------------------------------------------
-
-    async def present_code(self, lock_id: str, code: str, source: str) -> Outcome | None:
-        """A 网证 code read at ``lock_id`` (``source``: ``scanner`` or ``camera``).
-
-        None when the code is not acted on: shown again within its lifetime, or seen
-        by the camera while the door is busy (it is read again once the door is free).
-        """
-        flow = self._flow
-        door = flow._doors.get(lock_id)
-        if door is None:
-            self._count("unknown_door")
-            return None
-        state = flow._state[lock_id]
-        if state.busy.locked():
-            if source == "camera":
-                return None
-            self._count("busy")
-            return await flow._finish_denied(door, deny("busy", SAY_SEE_HOST), None, "eid", 0.0)
-        if not self._seen.first_time(code, time.monotonic()):
-            self._count("repeated_code")
-            return None
-        self._count(f"codes_{source}")
-        async with state.busy:
-            return await self._checkin(door, code)
-
-    def start_camera_scans(self) -> None:
-        """Look for codes in the frames of every door configured for it (on the loop)."""
-        for lock_id in sorted(self._scan_doors):
-            door = self._flow._doors.get(lock_id)
-            if door is not None and door.camera is not None:
-                self._scanners.append(asyncio.create_task(self._scan(door)))
-
-    def stop_camera_scans(self) -> None:
-        """Stop looking for codes in camera frames."""
-        for task in self._scanners:
-            task.cancel()
-        self._scanners.clear()
-
-    @property
-    def scanning(self) -> bool:
-        """True while every camera scan started is running."""
-        return all(not task.done() for task in self._scanners)
-
-    # -- the check-in ---------------------------------------------------------------------
-
-    async def _checkin(self, door: DoorDevices, code: str) -> Outcome:
-        flow = self._flow
+    async def visit(self, door: DoorDevices, code: str) -> VisitOutcome:
+        """The code ``code`` read at ``door`` (already checked and not seen before)."""
         started = time.perf_counter()
-        deadline = time.monotonic() + self._settings.answer_timeout_s
-        at = flow._clock.now()
+        deadline = time.monotonic() + self._eid.answer_timeout_s
+        at = self._clock.now()
         if not self._link_up():
-            self._count("no_link")
+            self._count("eid_no_link")
             return await self._refuse(door, "eid_unavailable", started, error="no link")
         crop = await asyncio.to_thread(self._face_crop, door, deadline)
         if crop is None:
             return await self._refuse(door, "eid_no_face", started)
         request_id = str(uuid.uuid4())
-        answer_by = at + self._settings.answer_timeout_s
         body = {
             "request_id": request_id,
             "lock": door.lock_id,
             "code": code,
             "live_jpeg_b64": base64.b64encode(crop).decode("ascii"),
             "at": iso(at),
-            "answer_by": iso(answer_by),
+            "answer_by": iso(at + self._eid.answer_timeout_s),
         }
         waiting = self._requests.open(request_id)
         try:
-            await asyncio.to_thread(flow._commit, [("eid.verify", body)], None)
+            await asyncio.to_thread(self._recorder.commit, [("eid.verify", body)])
             result = await asyncio.wait_for(waiting, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             self._requests.close(request_id)
-            self._count("unanswered")
+            self._count("eid_unanswered")
             return await self._refuse(
                 door, "eid_unavailable", started, request_id, error="no answer by answer_by"
             )
@@ -250,10 +224,10 @@ class EidCheckin:
             self._requests.close(request_id)
             log.error("eid.verify not recorded", extra={"lock": door.lock_id, "error": str(exc)})
             return await self._refuse(door, "eid_unavailable", started, error="not recorded")
-        answer = read_result(result, self._today(flow._clock.now()))
+        answer = read_result(result, _today(self._clock.now()))
         if not answer.verified or answer.identity is None:
             if answer.error.startswith("identity_invalid"):
-                self._count("identity_invalid")
+                self._count("eid_identity_invalid")
                 log.warning(
                     "eid.result identity refused",
                     extra={"lock": door.lock_id, "error": answer.error},
@@ -263,33 +237,37 @@ class EidCheckin:
 
     async def _decide_and_open(
         self, door: DoorDevices, answer: EidAnswer, crop: bytes, request_id: str, started: float
-    ) -> Outcome:
-        flow = self._flow
+    ) -> VisitOutcome:
         identity = answer.identity
         assert identity is not None
         number = identity.id_number
         candidates: list[VerifiedGuest] = await asyncio.to_thread(
-            flow._grants.guests_for_card, number
+            self._grants.guests_for_card, number
         )
         presentation = Presentation(lock=door.lock_id, kind="card", id_number=number)
-        decision = flow._decide(presentation, candidates, door)
+        decision = self._decide(presentation, candidates)
         face_result: Any = None
         liveness_doc: dict[str, Any] = {"mode": "off"}
         if decision.needs_face and decision.guest is not None:
-            face, face_result, liveness_doc = await flow._check_face(
+            face, face_result, liveness_doc = await self._faces.check_face(
                 door, decision.guest, decision.liveness, None
             )
             presentation = Presentation(lock=door.lock_id, kind="card", id_number=number, face=face)
-            decision = flow._decide(presentation, candidates, door)
-        detail = {"eid_request_id": request_id}
+            decision = self._decide(presentation, candidates)
         if not decision.granted:
-            return await flow._finish_denied(
-                door, decision, number, "eid", _ms(started), face_result, detail=detail
+            return await self._opener.refuse(
+                door,
+                decision,
+                started,
+                id_number=number,
+                method="eid",
+                face_result=face_result,
+                detail={"eid_request_id": request_id},
             )
         guest = decision.guest
         assert guest is not None
-        now = flow._clock.now()
-        records: list[tuple[str, dict[str, Any]]] = []
+        now = self._clock.now()
+        records: list[Record] = []
         if decision.first_entry:
             records.append(
                 (
@@ -309,22 +287,28 @@ class EidCheckin:
                     ),
                 )
             )
-        method = ["eid" if factor == "id_card" else factor for factor in decision.factors]
+        factors = tuple("eid" if f == "id_card" else f for f in decision.factors)
+        decision = dataclasses.replace(decision, reason=f"eid_{decision.reason}", factors=factors)
         records.append(
             (
                 "door.opened",
-                door_opened(lock=door.lock_id, method=method, at=now, grant_id=guest.grant_id),
+                door_opened(
+                    lock=door.lock_id, method=list(factors), at=now, grant_id=guest.grant_id
+                ),
             )
         )
-        seqs = await asyncio.to_thread(flow._commit, records, (guest.grant_id, guest.guest_id, now))
-        await flow._unlock(door, door.unlock_seconds, now, guest.grant_id)
-        log.info(
-            "door opened",
-            extra={"lock": door.lock_id, "grant_id": guest.grant_id, "method": "eid"},
+        return await self._opener.admit(
+            door, decision, records, started, now=now, checkin=(guest.grant_id, guest.guest_id, now)
         )
-        self._count("granted")
-        return flow._done(
-            Outcome(door.lock_id, True, f"eid_{decision.reason}", decision.say, seqs, _ms(started))
+
+    def _decide(self, presentation: Presentation, candidates: list[VerifiedGuest]) -> Decision:
+        return decide(
+            presentation,
+            candidates,
+            self._history(presentation.lock),
+            self._settings.policy,
+            self._clock.now(),
+            self._clock.last_contact(),
         )
 
     async def _refuse(
@@ -335,26 +319,22 @@ class EidCheckin:
         request_id: str | None = None,
         *,
         error: str | None = None,
-    ) -> Outcome:
-        self._count(reason)
+    ) -> VisitOutcome:
         detail: dict[str, Any] = {}
         if request_id is not None:
             detail["eid_request_id"] = request_id
         if error:
             detail["error"] = error[:200]
-        decision: Decision = deny(reason, SAY_SEE_HOST)
-        return await self._flow._finish_denied(
-            door, decision, None, "eid", _ms(started), detail=detail
+        return await self._opener.refuse(
+            door, deny(reason, SAY_SEE_HOST), started, id_number=None, method="eid", detail=detail
         )
 
-    # -- blocking helpers (worker threads) --------------------------------------------------
-
     def _face_crop(self, door: DoorDevices, deadline: float) -> bytes | None:
-        """The first usable face crop from the door camera, within ``face_wait_s``."""
-        face, camera = self._flow._face, door.camera
+        """The first usable face crop from the door camera, within ``face_wait_s`` (blocking)."""
+        face, camera = self._face, door.camera
         if face is None or camera is None:
             return None
-        give_up = min(deadline, time.monotonic() + self._settings.face_wait_s)
+        give_up = min(deadline, time.monotonic() + self._eid.face_wait_s)
         while time.monotonic() < give_up:
             frame = camera.read()
             if frame is None:
@@ -364,17 +344,46 @@ class EidCheckin:
                 return made
         return None
 
-    async def _scan(self, door: DoorDevices) -> None:
-        from drivers.qr.camera import FrameDecoder
 
-        decoder = FrameDecoder()
+class CameraCodeScan:
+    """Looks for codes in the frames of the doors configured for it, while they are idle."""
+
+    def __init__(
+        self,
+        doors: list[DoorDevices],
+        busy: Callable[[str], bool],
+        present: Callable[[str, str, str], Awaitable[object]],
+        interval_s: float,
+    ) -> None:
+        self._doors = [d for d in doors if d.camera is not None]
+        self._busy = busy
+        self._present = present
+        self._interval = interval_s
+        self._tasks: list[asyncio.Task[None]] = []
+        self.decoders = {d.lock_id: FrameDecoder() for d in self._doors}
+
+    def start(self) -> None:
+        """Start one scanning task per door (call on the loop)."""
+        self._tasks = [asyncio.create_task(self._scan(d)) for d in self._doors]
+
+    def stop(self) -> None:
+        """Stop scanning."""
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+
+    @property
+    def running(self) -> bool:
+        """True while every scanning task runs."""
+        return all(not task.done() for task in self._tasks)
+
+    async def _scan(self, door: DoorDevices) -> None:
         camera = door.camera
         assert camera is not None
-        state = self._flow._state[door.lock_id]
-        interval = self._settings.camera_scan_interval_s
+        decoder = self.decoders[door.lock_id]
         while True:
-            await asyncio.sleep(interval)
-            if state.busy.locked():
+            await asyncio.sleep(self._interval)
+            if self._busy(door.lock_id):
                 continue
             try:
                 frame = await asyncio.to_thread(camera.read)
@@ -382,18 +391,9 @@ class EidCheckin:
             except Exception:
                 log.exception("camera QR scan failed", extra={"lock": door.lock_id})
                 continue
-            refused = decoder.counters["refused"]
-            if refused:
-                self.counters["camera_codes_refused"] = refused
             for code in codes:
-                await self.present_code(door.lock_id, code, "camera")
-
-    def _today(self, now: float) -> dt.date:
-        return dt.datetime.fromtimestamp(now, dt.UTC).astimezone(_CHINA).date()
-
-    def _count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
+                await self._present(door.lock_id, code, "camera")
 
 
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
+def _today(now: float) -> dt.date:
+    return dt.datetime.fromtimestamp(now, dt.UTC).astimezone(_CHINA).date()

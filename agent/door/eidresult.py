@@ -18,11 +18,13 @@ from drivers.idcard.identity import (
     LONG_TERM,
     NATIONS,
     IdentityError,
-    Reason,
     Sex,
     mask_id_number,
     mask_name,
     validate_id_number,
+)
+from drivers.idcard.identity import (
+    IdentityReason as Reason,
 )
 
 

@@ -23,25 +23,28 @@ import cv2
 from agent import __version__
 from agent.config.schema import Config, DoorSection
 from agent.contract.keys import load_gateway_keys, load_platform_keys
+from agent.devices.cameras import open_camera, parse_camera_spec
 from agent.devices.lockkeys import LockKeyStore
 from agent.devices.wlt import decode_card_photo, decoder_from_settings
 from agent.door.alerts import AlertPolicy, AlertRules
 from agent.door.decision import SitePolicy
-from agent.door.eid import EidCheckin, EidSettings, PendingRequests, SerializedCamera
-from agent.door.flow import DoorDevices, DoorFlow, FlowSettings, Outcome
+from agent.door.doors import DoorDevices, FlowSettings, VisitOutcome
+from agent.door.eid import EidSettings, PendingRequests, SerializedCamera
+from agent.door.flow import DoorFlow
+from agent.face import FaceWorker
 from agent.grants.store import GrantStore
+from agent.runtime.inbox import DeviceInbox
 from agent.state.clock import ClockGuard
 from agent.state.secretbox import SecretBox
 from agent.state.store import Store
 from agent.sync.applier import GatewayApplier
 from agent.sync.commands import CommandProcessor
+from agent.sync.journal import Journal
 from agent.sync.link import Link, LinkSettings
 from agent.sync.outbox import Outbox
-from drivers.camera.scenes import SceneFolderSource
-from drivers.camera.sources import FrameSource, OpenCvSource
-from drivers.idcard.reader import CardRead, IdCardReader, ReaderStatus
+from drivers.camera.sources import FrameSource
+from drivers.idcard.reader import IdCardReader, ReaderStatus
 from drivers.osdp.bus import LockSpec, OsdpBus
-from drivers.osdp.events import LockEvent
 from drivers.qr.scanner import QrScanner, ScannerStatus
 
 log = logging.getLogger(__name__)
@@ -73,15 +76,17 @@ class Gateway:
     buses: dict[str, OsdpBus]
     readers: dict[str, IdCardReader]
     cameras: dict[str, FrameSource]
-    face: Any
-    eid: EidCheckin
+    face: FaceWorker | None
+    inbox: DeviceInbox
+    journal: Journal
+    eid_requests: PendingRequests
     scanners: dict[str, QrScanner] = field(default_factory=dict)
     parts: list[Part] = field(default_factory=list)
     reader_status: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[VisitOutcome] = field(default_factory=list)
 
-    def remember_outcome(self, outcome: Outcome) -> None:
+    def remember_outcome(self, outcome: VisitOutcome) -> None:
         """Keep the last hundred outcomes (no personal data in them)."""
         self.outcomes.append(outcome)
         del self.outcomes[:-100]
@@ -149,11 +154,13 @@ class Gateway:
             "disk": {"free_bytes": disk.free, "total_bytes": disk.total},
             "doors": self.flow.counters,
             "eid": {
-                **self.eid.counters,
-                "waiting": self.eid.requests.waiting,
-                **{f"results_{k}": v for k, v in self.eid.requests.counters.items()},
-                "scanners": {door: s.state.value for door, s in self.scanners.items()},
+                "waiting": self.eid_requests.waiting,
+                **{f"results_{k}": v for k, v in self.eid_requests.counters.items()},
                 "commands": {k: v for k, v in self.processor.counters.items() if "eid" in k},
+                "scanners": {door: s.state.value for door, s in self.scanners.items()},
+                "camera_codes_refused": {
+                    door: d.counters["refused"] for door, d in self.flow.code_scan.decoders.items()
+                },
             },
         }
 
@@ -172,16 +179,23 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         max_bytes=config.outbox.max_bytes,
         warn_ratio=config.outbox.warn_ratio,
     )
+    journal = Journal()
+    outbox.add_record_observer(journal.add)
     grants = GrantStore(store, box, platform_keys)
     clock = ClockGuard(store, max_ahead_s=config.policy.offline_grace_h * 3600)
     policy = config.policy
     alerts = config.alerts
     rules = AlertRules(AlertPolicy(**alerts.model_dump()))
-    buses = _buses(config, state_dir, loop, lambda: flow)
-    cameras = {d.id: _camera(d) for d in config.doors if d.camera}
+    inbox = DeviceInbox(loop)
+    buses = _buses(config, state_dir, inbox)
+    cameras: dict[str, FrameSource] = {
+        d.id: open_camera(parse_camera_spec(d.camera)) for d in config.doors if d.camera
+    }
     for door in config.doors:
         if door.qr_camera and door.id in cameras:
+            # Read by the code scan and the face check: one read at a time.
             cameras[door.id] = SerializedCamera(cameras[door.id])
+    eid_requests = PendingRequests(loop)
     face = _face_worker(config) if cameras else None
     decoder = decoder_from_settings(
         config.readers.wlt_decoder, config.readers.wlt_command, config.readers.wlt_library
@@ -193,8 +207,6 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
             return None
         ok, png = cv2.imencode(".png", image)
         return png.tobytes() if ok else None
-
-    gateway_holder: list[Gateway] = []
 
     flow = DoorFlow(
         store=store,
@@ -228,24 +240,20 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
             face_timeout_s=config.face.timeout_s,
         ),
         card_photo_image=card_photo_image,
-    )
-
-    def request_unlock(lock: str, seconds: float, reason: str) -> None:
-        asyncio.run_coroutine_threadsafe(flow.remote_unlock(lock, seconds, reason), loop)
-
-    requests = PendingRequests(loop)
-    eid = EidCheckin(
-        flow,
-        requests,
-        EidSettings(
+        eid=EidSettings(
             answer_timeout_s=config.eid.answer_timeout_s,
             code_lifetime_s=config.eid.code_lifetime_s,
             face_wait_s=config.eid.face_wait_s,
             camera_scan_interval_s=config.eid.camera_scan_interval_ms / 1000,
+            scan_doors=frozenset(d.id for d in config.doors if d.qr_camera),
         ),
+        eid_requests=eid_requests,
+        # The link is built below (it needs the processor, which needs the flow).
         link_up=lambda: link.connected,
-        scan_doors=frozenset(d.id for d in config.doors if d.qr_camera),
     )
+
+    def request_unlock(lock: str, seconds: float, reason: str) -> None:
+        asyncio.run_coroutine_threadsafe(flow.remote_unlock(lock, seconds, reason), loop)
 
     applier = GatewayApplier(grants, {d.id for d in config.doors}, request_unlock)
     processor = CommandProcessor(
@@ -257,7 +265,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         applier,
         max_payload_bytes=config.link.max_payload_bytes,
         on_verified=lambda ts: clock.observe_trusted(ts),
-        on_eid_result=lambda command: requests.deliver(command.body),
+        on_eid_result=lambda command: eid_requests.deliver(command.body),
     )
     link = Link(
         LinkSettings.from_config(config.link),
@@ -265,12 +273,13 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         outbox,
         processor.handle,
         version=__version__,
-        health=lambda: _health(gateway_holder[0]) if gateway_holder else {},
+        health=functools.partial(_health, buses, processor, grants, clock),
     )
+    reader_status: dict[str, str] = {}
     readers = {
-        d.id: _reader(d, config, loop, flow, gateway_holder) for d in config.doors if d.reader_port
+        d.id: _reader(d, config, inbox, reader_status) for d in config.doors if d.reader_port
     }
-    scanners = {d.id: _qr_scanner(d, loop, eid) for d in config.doors if d.qr_port}
+    scanners = {d.id: _qr_scanner(d, inbox) for d in config.doors if d.qr_port}
     gateway = Gateway(
         config=config,
         store=store,
@@ -285,10 +294,12 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         readers=readers,
         cameras=cameras,
         face=face,
-        eid=eid,
+        inbox=inbox,
+        journal=journal,
+        reader_status=reader_status,
+        eid_requests=eid_requests,
         scanners=scanners,
     )
-    gateway_holder.append(gateway)
     flow.outcome_observers.append(gateway.remember_outcome)
     gateway.parts = _parts(gateway)
     return gateway
@@ -321,14 +332,8 @@ def _parts(gw: Gateway) -> list[Part]:
                 _is_running(scanner),
             )
         )
-    parts.append(
-        Part(
-            "eid-camera-scan",
-            gw.eid.start_camera_scans,
-            gw.eid.stop_camera_scans,
-            lambda: gw.eid.scanning,
-        )
-    )
+    scan = gw.flow.code_scan
+    parts.append(Part("eid-camera-scan", scan.start, scan.stop, lambda: scan.running))
     for door, camera in gw.cameras.items():
         parts.append(Part(f"camera:{door}", lambda: None, camera.close))
     return parts
@@ -338,12 +343,7 @@ def _is_running(part: OsdpBus | IdCardReader | QrScanner) -> Callable[[], bool]:
     return lambda: part.running
 
 
-def _buses(
-    config: Config,
-    state_dir: Path,
-    loop: asyncio.AbstractEventLoop,
-    flow: Callable[[], DoorFlow],
-) -> dict[str, OsdpBus]:
+def _buses(config: Config, state_dir: Path, inbox: DeviceInbox) -> dict[str, OsdpBus]:
     keys = LockKeyStore.open(state_dir)
     buses: dict[str, OsdpBus] = {}
     for bus in config.buses:
@@ -364,43 +364,24 @@ def _buses(
         if not specs:
             continue
 
-        def on_event(event: LockEvent, name: str = bus.name) -> None:
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(flow().lock_event(name, event)))
-
+        on_event = functools.partial(inbox.lock_event, bus.name)
         buses[bus.name] = OsdpBus(bus.port, bus.baudrate, specs, on_event, held_open)
     return buses
 
 
-def _camera(door: DoorSection) -> FrameSource:
-    spec = door.camera or ""
-    if spec.startswith("folder:"):
-        return SceneFolderSource(Path(spec.removeprefix("folder:")))
-    source: int | str = int(spec) if spec.isdigit() else spec
-    return OpenCvSource(source, width=640, height=480)
-
-
-def _face_worker(config: Config) -> Any:
+def _face_worker(config: Config) -> FaceWorker:
     from agent.face.verify import settings_from_config
-    from agent.face.worker import FaceWorker
 
     return FaceWorker(settings_from_config(config.face), timeout_s=config.face.timeout_s)
 
 
 def _reader(
-    door: DoorSection,
-    config: Config,
-    loop: asyncio.AbstractEventLoop,
-    flow: DoorFlow,
-    holder: list[Gateway],
+    door: DoorSection, config: Config, inbox: DeviceInbox, reader_status: dict[str, str]
 ) -> IdCardReader:
     assert door.reader_port is not None
 
-    def on_card(card: CardRead) -> None:
-        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(flow.present_card(door.id, card)))
-
     def on_status(status: ReaderStatus) -> None:
-        if holder:
-            holder[0].reader_status[door.id] = status.state.value
+        reader_status[door.id] = status.state.value
         log.info(
             "reader status",
             extra={"door": door.id, "state": status.state.value, "detail": status.detail},
@@ -408,20 +389,15 @@ def _reader(
 
     return IdCardReader(
         door.reader_port,
-        on_card,
+        functools.partial(inbox.card, door.id),
         on_status,
         baud=door.reader_baudrate,
         poll_interval=config.readers.poll_interval_ms / 1000,
     )
 
 
-def _qr_scanner(door: DoorSection, loop: asyncio.AbstractEventLoop, eid: EidCheckin) -> QrScanner:
+def _qr_scanner(door: DoorSection, inbox: DeviceInbox) -> QrScanner:
     assert door.qr_port is not None
-
-    def on_code(code: str) -> None:
-        loop.call_soon_threadsafe(
-            lambda: asyncio.ensure_future(eid.present_code(door.id, code, "scanner"))
-        )
 
     def on_status(status: ScannerStatus) -> None:
         log.info(
@@ -429,15 +405,22 @@ def _qr_scanner(door: DoorSection, loop: asyncio.AbstractEventLoop, eid: EidChec
             extra={"door": door.id, "state": status.state.value, "detail": status.detail},
         )
 
-    return QrScanner(door.qr_port, on_code, on_status, baud=door.qr_baudrate)
+    return QrScanner(
+        door.qr_port,
+        functools.partial(inbox.code, door.id, "scanner"),
+        on_status,
+        baud=door.qr_baudrate,
+    )
 
 
-def _health(gw: Gateway) -> dict[str, Any]:
-    online = sum(s.online for bus in gw.buses.values() for s in bus.snapshot())
-    total = sum(len(bus.snapshot()) for bus in gw.buses.values())
+def _health(
+    buses: dict[str, OsdpBus], processor: CommandProcessor, grants: GrantStore, clock: ClockGuard
+) -> dict[str, Any]:
+    online = sum(s.online for bus in buses.values() for s in bus.snapshot())
+    total = sum(len(bus.snapshot()) for bus in buses.values())
     return {
         "locks_online": online,
         "locks_total": total,
-        "last_sync": gw.processor.last_sync_at,
-        "grants_active": gw.grants.counts(gw.clock.now()).active,
+        "last_sync": processor.last_sync_at,
+        "grants_active": grants.counts(clock.now()).active,
     }

@@ -31,9 +31,9 @@ import serial
 from drivers.idcard.codec import (
     BadFrame,
     CardData,
-    Command,
     FrameError,
     IdCardError,
+    ReaderCommand,
     Reply,
     ReplyParser,
     SamStatusError,
@@ -43,7 +43,8 @@ from drivers.idcard.codec import (
     format_sam_id,
     photo_format,
 )
-from drivers.idcard.textblock import Layout, TextBlockError, decode_text_block
+from drivers.idcard.identity import Identity, IdentityError, decode_card_text, parse_identity
+from drivers.idcard.textblock import Layout
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +124,18 @@ class ReaderStatus:
 class CardRead:
     """One card presentation as read from the module (no identity semantics).
 
-    ``fields`` holds the raw trimmed strings of the detected ``layout``; when the
-    text block could not be decoded, ``layout`` is None, ``fields`` is empty and
-    ``text_error`` says why (the raw ``text`` is still there for the record).
+    The text block is decoded once, here: ``fields`` holds the raw trimmed strings
+    of the detected ``layout`` and ``identity`` the typed, checked identity (check
+    digit, birth date, card type; the dates against today are the door's to check).
+    When the text cannot be decoded or does not check, ``identity`` is None and
+    ``problem`` says why (the raw ``text`` is still there for the record).
     """
 
     text: bytes
     layout: Layout | None
     fields: Mapping[str, str]
-    text_error: str | None
+    identity: Identity | None
+    problem: IdentityError | None
     photo: bytes
     photo_format: str
     sam_id: str | None
@@ -149,18 +153,22 @@ class CardRead:
 
 def card_read_from(data: CardData, sam_id: str | None, read_ms: float) -> CardRead:
     """Decode a read reply's payload into a :class:`CardRead`."""
+    layout: Layout | None = None
+    fields: Mapping[str, str] = {}
+    identity: Identity | None = None
+    problem: IdentityError | None = None
     try:
-        raw = decode_text_block(data.text)
-        layout: Layout | None = raw.layout
-        fields: Mapping[str, str] = raw.fields
-        error = None
-    except TextBlockError as exc:
-        layout, fields, error = None, {}, str(exc)
+        raw = decode_card_text(data.text)
+        layout, fields = raw.layout, raw.fields
+        identity = parse_identity(raw)
+    except IdentityError as exc:
+        problem = exc
     return CardRead(
         text=data.text,
         layout=layout,
         fields=fields,
-        text_error=error,
+        identity=identity,
+        problem=problem,
         photo=data.photo,
         photo_format=photo_format(data.photo),
         sam_id=sam_id,
@@ -170,7 +178,7 @@ def card_read_from(data: CardData, sam_id: str | None, read_ms: float) -> CardRe
 
 
 class ModuleLink:
-    """Command/reply exchange over an open port, with timeout and retries."""
+    """ReaderCommand/reply exchange over an open port, with timeout and retries."""
 
     def __init__(
         self,
@@ -185,7 +193,7 @@ class ModuleLink:
         self._retries = retries
         self._parser = ReplyParser()
 
-    def transact(self, command: Command, *expect: int, retries: int | None = None) -> Reply:
+    def transact(self, command: ReaderCommand, *expect: int, retries: int | None = None) -> Reply:
         """Send ``command`` and return its reply; SW3 must be in ``expect`` if given.
 
         Raises :class:`ReaderTimeout`, :class:`FrameError` (bad frames on every
@@ -379,7 +387,7 @@ class IdCardReader:
 
     def _read_sam_id(self) -> None:
         assert self._link is not None
-        reply = self._link.transact(Command.READ_SAM_ID, Sw3.SUCCESS)
+        reply = self._link.transact(ReaderCommand.READ_SAM_ID, Sw3.SUCCESS)
         self._sam_id = format_sam_id(reply.data)
 
     def _cycle(self) -> None:
@@ -387,7 +395,7 @@ class IdCardReader:
         assert link is not None
         if self._sam_id is None:
             self._read_sam_id()
-        found = link.transact(Command.FIND_CARD, Sw3.CARD_FOUND, Sw3.FIND_FAILED)
+        found = link.transact(ReaderCommand.FIND_CARD, Sw3.CARD_FOUND, Sw3.FIND_FAILED)
         t0 = time.perf_counter()
         if self._state not in (ReaderState.CONNECTED, ReaderState.RECOVERED):
             self._set_state(ReaderState.CONNECTED, "module answering")
@@ -408,7 +416,7 @@ class IdCardReader:
         read = card_read_from(data, self._sam_id, (time.perf_counter() - t0) * 1000.0)
         self._present, self._last_digest = True, digest
         self._stats.cards_read += 1
-        if read.text_error:
+        if read.problem is not None:
             self._stats.bad_cards += 1
         try:
             self._on_card(read)
@@ -423,8 +431,8 @@ class IdCardReader:
             if attempt:
                 self._stats.retries += 1
             try:
-                link.transact(Command.SELECT_CARD, Sw3.SUCCESS)
-                reply = link.transact(Command.READ_TEXT_PHOTO, Sw3.SUCCESS, retries=0)
+                link.transact(ReaderCommand.SELECT_CARD, Sw3.SUCCESS)
+                reply = link.transact(ReaderCommand.READ_TEXT_PHOTO, Sw3.SUCCESS, retries=0)
             except (ReaderTimeout, FrameError, SamStatusError) as exc:
                 error = exc
                 continue
