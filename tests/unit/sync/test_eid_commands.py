@@ -69,7 +69,7 @@ def rig(tmp_path: Path) -> Rig:
 
 
 def test_a_valid_result_is_handed_over_once_and_never_acked(rig: Rig) -> None:
-    cmd_id, text = rig.sim.build(GW, "eid.result", RESULT)
+    _cmd_id, text = rig.sim.build(GW, "eid.result", RESULT)
     assert rig.proc.handle(text.encode()).reason == "eid_matched"
     again = rig.proc.handle(text.encode())
     assert (again.status, again.reason) == ("dropped", "eid_replayed")
