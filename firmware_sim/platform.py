@@ -565,13 +565,13 @@ class PlatformSim:
                 view.prefix += 1
             self._changed.notify_all()
         if env["type"] == "eid.verify":
-            self._eid_request(gw, env["body"])
+            self._eid_request(gw, env["body"], str(env["ts"]))
         if hook is not None:
             hook(gw, env)
 
     # -- electronic ID -------------------------------------------------------------
 
-    def _eid_request(self, gw: str, body: dict[str, Any]) -> None:
+    def _eid_request(self, gw: str, body: dict[str, Any], sealed_at: str) -> None:
         received = time.time()
         try:
             request_id = str(body["request_id"])
@@ -586,7 +586,9 @@ class PlatformSim:
             log.warning("platform sim: bad eid.verify from %s: %s", gw, exc)
             return
         with self._lock:
-            self.eid_requests.append({"gw": gw, "received": received, **body})
+            self.eid_requests.append(
+                {"gw": gw, "received": received, "sealed_at": sealed_at, **body}
+            )
         delay = self.identity.answer_delay()
         if delay is None:
             self._count("eid_unanswered")
