@@ -46,6 +46,8 @@ def _pct(values: list[float], q: float) -> float:
 def bench_decode(frames: int = 200) -> dict[str, float]:
     """zxing-cpp on 480p frames with a code in them."""
     photo = cv2.imread(str(EXAMPLES / "obama-480p.jpg"))
+    if photo is None:
+        raise SystemExit(f"face photos not found at {EXAMPLES} (../shared/faces)")
     frame = hold_up(photo, "CTID1." + "A1b2C3d4" * 5)
     decoder = FrameDecoder()
     samples = []
