@@ -157,7 +157,10 @@ class Gateway:
                 "waiting": self.eid_requests.waiting,
                 **{f"results_{k}": v for k, v in self.eid_requests.counters.items()},
                 "commands": {k: v for k, v in self.processor.counters.items() if "eid" in k},
-                "scanners": {door: s.state.value for door, s in self.scanners.items()},
+                "scanners": {
+                    door: {"state": s.state.value, **s.decoder.counters, **s.counters}
+                    for door, s in self.scanners.items()
+                },
                 "camera_codes_refused": {
                     door: d.counters["refused"] for door, d in self.flow.code_scan.decoders.items()
                 },
