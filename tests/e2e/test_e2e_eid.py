@@ -230,6 +230,32 @@ def test_a_cut_link_is_refused_in_time(site: SimulatedSite) -> None:
     assert stays_locked(site, SCANNER_DOOR, 1.0)
 
 
+def test_without_a_link_the_door_refuses_at_once(site: SimulatedSite) -> None:
+    guest = guest_with_grant(site, "G-eid-nolink")
+    building = site.building
+    code = building.platform.sim.identity.issue(identity_of(guest))
+    mark = ready(site, SCANNER_DOOR, guest.live_photo)
+    building.cut_network("reset")
+    try:
+        deadline = time.monotonic() + 30
+        while site.gateway_status()["link"]["connected"]:
+            assert time.monotonic() < deadline, "the gateway did not notice the cut"
+            time.sleep(0.1)
+        building.scan_code(SCANNER_DOOR, code)
+        deadline = time.monotonic() + 5
+        while site.gateway_status()["doors"].get("eid_no_link", 0) < 1:
+            assert time.monotonic() < deadline, "the code was not refused"
+            time.sleep(0.05)
+        assert stays_locked(site, SCANNER_DOOR, 0.5)
+    finally:
+        building.restore_network()
+    denied = building.platform.wait_for_event(
+        "access.denied", lambda b: b["lock"] == SCANNER_DOOR, after_seq=mark, timeout=60
+    )["body"]
+    assert (denied["reason"], denied["error"]) == ("eid_unavailable", "no link")
+    assert not [e for e in building.platform.received("eid.verify") if e["seq"] > mark]
+
+
 def test_forged_results_open_nothing(site: SimulatedSite) -> None:
     guest = guest_with_grant(site, "G-eid-forged", BIDEN)
     sim = site.building.platform.sim
