@@ -207,6 +207,31 @@ def test_a_slow_platform_is_refused_in_time_and_its_late_result_ignored(
     )
 
 
+def test_a_guest_waiting_on_the_platform_holds_up_no_other_door(site: SimulatedSite) -> None:
+    waiting = guest_with_grant(site, "G-eid-wait")
+    carded = guest_with_grant(site, "G-eid-card")
+    building = site.building
+    sim = building.platform.sim
+    sim.identity.mode = "unreachable"
+    code = sim.identity.issue(identity_of(waiting))
+    mark = ready(site, SCANNER_DOOR, waiting.live_photo)
+    ready(site, CAMERA_DOOR, carded.live_photo)
+    building.remove_card(CAMERA_DOOR)
+    time.sleep(0.8)  # the reader sees no card: the next touch is a new presentation
+    building.scan_code(SCANNER_DOOR, code)
+    building.platform.wait_for_event("eid.verify", after_seq=mark)
+    started = time.monotonic()
+    building.present_card(CAMERA_DOOR, carded.card)
+    assert building.wait_relay(CAMERA_DOOR, True, timeout=TIMEOUT_S), "the card door waited"
+    assert time.monotonic() - started < TIMEOUT_S
+    assert not building.relay_unlocked(SCANNER_DOOR)
+    denied = building.platform.wait_for_event(
+        "access.denied", lambda b: b["lock"] == SCANNER_DOOR, after_seq=mark
+    )["body"]
+    assert denied["reason"] == "eid_unavailable"
+    building.remove_card(CAMERA_DOOR)
+
+
 def test_a_cut_link_is_refused_in_time(site: SimulatedSite) -> None:
     guest = guest_with_grant(site, "G-eid-cut")
     building = site.building
