@@ -116,6 +116,9 @@ class PendingRequests:
         request_id = str(body.get("request_id"))
         with self._lock:
             future = self._waiting.pop(request_id, None)
+            if future is not None and future.done():  # the wait just ended (timed out)
+                future = None
+                self._closed[request_id] = None
             if future is None:
                 outcome = "late" if request_id in self._closed else "unknown"
             else:
@@ -215,7 +218,7 @@ class EidVisit:
             await asyncio.to_thread(self._recorder.commit, [("eid.verify", body)])
             result = await asyncio.wait_for(waiting, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
-            self._requests.close(request_id)
+            self._requests.close(request_id)  # before the refusal: a result now is late
             self._count("eid_unanswered")
             return await self._refuse(
                 door, "eid_unavailable", started, request_id, error="no answer by answer_by"
@@ -224,6 +227,9 @@ class EidVisit:
             self._requests.close(request_id)
             log.error("eid.verify not recorded", extra={"lock": door.lock_id, "error": str(exc)})
             return await self._refuse(door, "eid_unavailable", started, error="not recorded")
+        finally:
+            # Whatever happened (also a cancelled visit), a result from now on is late.
+            self._requests.close(request_id)
         answer = read_result(result, _today(self._clock.now()))
         if not answer.verified or answer.identity is None:
             if answer.error.startswith("identity_invalid"):
