@@ -25,6 +25,7 @@ from firmware_sim.photos import EXAMPLES as FACES
 from firmware_sim.site import SimulatedSite
 
 GRANT = "G-20261122-101"
+EID_GRANT = "G-20261122-102"
 KNN = FACES / "knn_examples" / "train"
 DOOR, GATE = "L101", "L102"
 
@@ -132,11 +133,9 @@ def step_grant(day: Day) -> None:
     guests = [
         guest_entry(cards["guest A"], "guest-a", FACES / "obama.jpg"),
         guest_entry(cards["guest B"], "guest-b", FACES / "biden.jpg"),
-        guest_entry(cards["guest C"], "guest-c", KNN / "kit_harington" / "john1.jpeg"),
-        guest_entry(cards["guest D"], "guest-d", KNN / "rose_leslie" / "img1.jpg"),
     ]
     cmd = day.platform.put_grant(GRANT, [DOOR, GATE], guests, room="101", hours=24, pin="135790")
-    day.say(f"platform sends grant.put {GRANT}: room 101, doors {DOOR} and {GATE}, 4 guests")
+    day.say(f"platform sends grant.put {GRANT}: room 101, doors {DOOR} and {GATE}, 2 guests")
     ack = day.platform.wait_ack(cmd)
     day.expect(ack["status"] == "ok", f"gateway acknowledged the grant ({ack['status']})")
 
@@ -164,6 +163,14 @@ def step_second_guest(day: Day) -> None:
 
 def step_eid(day: Day) -> None:
     building = day.site.building
+    cards = day.cards
+    guests = [
+        guest_entry(cards["guest C"], "guest-c", KNN / "kit_harington" / "john1.jpeg"),
+        guest_entry(cards["guest D"], "guest-d", KNN / "rose_leslie" / "img1.jpg"),
+    ]
+    cmd = day.platform.put_grant(EID_GRANT, [DOOR, GATE], guests, room="102", hours=24)
+    day.say(f"platform sends grant.put {EID_GRANT}: room 102, 2 guests")
+    day.expect(day.platform.wait_ack(cmd)["status"] == "ok", "gateway acknowledged the grant")
     building.wait_relay(GATE, False, timeout=15)
     code = day.platform.sim.identity.issue(_identity(day.cards["guest C"]))
     day.say("guest C has no card with them; their phone shows a 网证 code (single use)")
@@ -175,7 +182,7 @@ def step_eid(day: Day) -> None:
     day.relay(GATE, True, within=10)
     day.received("eid.verify", mark, lock=GATE)
     day.received("checkin.verified", mark, guest_id="guest-c", card_type="eid")
-    day.received("door.opened", mark, lock=GATE, grant_id=GRANT)
+    day.received("door.opened", mark, lock=GATE, grant_id=EID_GRANT)
 
 
 def step_eid_expired(day: Day) -> None:
