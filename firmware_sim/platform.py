@@ -19,6 +19,12 @@ Revision 1.1 (section 5): :meth:`PlatformSim.send` never publishes more than
 does not fit one message into parts. :meth:`PlatformSim.publish_raw` and
 ``build(..., scale_photos=False)`` bypass that, to play a platform that breaks
 the contract.
+
+Electronic ID (contract section 6): ``eid.verify`` requests arriving on
+``P/req`` are checked, their code verified by :attr:`PlatformSim.identity` (the
+identity service stand-in), and answered with a sealed ``eid.result`` command,
+after the service's delay, and never past ``answer_by`` unless
+:attr:`PlatformSim.answer_late` is set (a misbehaving platform, for tests).
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ from jwcrypto import jws as cjws
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from firmware_sim.identity_service import IdentityService, result_body
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +326,10 @@ class PlatformSim:
         self._pool: ProcessPoolExecutor | None = None
         self._inbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue(maxsize=4000)
         self._batches = threading.BoundedSemaphore(max(1, workers) * 4)
+        self.identity = IdentityService()
+        self.answer_late = False
+        self.eid_requests: list[dict[str, Any]] = []
+        self.eid_results: list[dict[str, Any]] = []
 
     def pin_gateway(self, gw: str, jwks: dict[str, Any]) -> None:
         """Pin a gateway's public keys (several kids allowed; newest X25519 last)."""
@@ -425,7 +437,7 @@ class PlatformSim:
             log.warning("platform sim connect refused: %s", reason)
             return
         client.subscribe(
-            [(f"{TOPIC_ROOT}/+/{kind}", 1) for kind in ("evt", "alert", "ack", "status")]
+            [(f"{TOPIC_ROOT}/+/{kind}", 1) for kind in ("req", "evt", "alert", "ack", "status")]
             + [(f"{TOPIC_ROOT}/+/health", 0)]
         )
         self.connected.set()
@@ -630,7 +642,13 @@ class PlatformSim:
             raise OpenError("missing seq")
         msg_type = str(env.get("type"))
         expected = (
-            "ack" if msg_type == "ack" else "alert" if msg_type.startswith("alert.") else "evt"
+            "req"
+            if msg_type == "eid.verify"
+            else "ack"
+            if msg_type == "ack"
+            else "alert"
+            if msg_type.startswith("alert.")
+            else "evt"
         )
         if expected != kind:
             raise OpenError(f"{msg_type} on the {kind} topic")
@@ -659,8 +677,67 @@ class PlatformSim:
             while view.prefix + 1 in view.messages or view.prefix + 1 in view.dropped:
                 view.prefix += 1
             self._changed.notify_all()
+        if env["type"] == "eid.verify":
+            self._eid_request(gw, env["body"], str(env["ts"]))
         if hook is not None:
             hook(gw, env)
+
+    # -- electronic ID -------------------------------------------------------------
+
+    def _eid_request(self, gw: str, body: dict[str, Any], sealed_at: str) -> None:
+        received = time.time()
+        try:
+            request_id = str(body["request_id"])
+            at, answer_by = _parse_iso(body["at"]), _parse_iso(body["answer_by"])
+            code, face = str(body["code"]), str(body["live_jpeg_b64"])
+            if not 0 < answer_by - at <= 10.0:
+                raise ValueError("answer_by must be after at by at most 10 s")
+            if not isinstance(body["lock"], str):
+                raise ValueError("lock must be a string")
+        except (KeyError, TypeError, ValueError) as exc:
+            self._count("eid_bad_requests")
+            log.warning("platform sim: bad eid.verify from %s: %s", gw, exc)
+            return
+        with self._lock:
+            self.eid_requests.append(
+                {"gw": gw, "received": received, "sealed_at": sealed_at, **body}
+            )
+        delay = self.identity.answer_delay()
+        if delay is None:
+            self._count("eid_unanswered")
+            return
+        timer = threading.Timer(
+            delay, self._eid_answer, (gw, request_id, code, face, answer_by, received)
+        )
+        timer.daemon = True
+        timer.start()
+
+    def _eid_answer(
+        self, gw: str, request_id: str, code: str, face: str, answer_by: float, received: float
+    ) -> None:
+        if time.time() > answer_by and not self.answer_late:
+            self._count("eid_past_answer_by")
+            return
+        verdict = self.identity.verify(code, face)
+        body = result_body(request_id, verdict)
+        try:
+            cmd_id = self.send(gw, "eid.result", body, exp_s=60.0)
+        except (ConnectionError, KeyError) as exc:
+            self._count("eid_answer_failed")
+            log.warning("platform sim: eid.result to %s not sent: %s", gw, exc)
+            return
+        with self._lock:
+            self.eid_results.append(
+                {
+                    "gw": gw,
+                    "cmd_id": cmd_id,
+                    "request_id": request_id,
+                    "status": verdict.status,
+                    "error": verdict.error,
+                    "rtt_s": time.time() - received,
+                }
+            )
+        self._count(f"eid_{verdict.status}")
 
     def _tick(self) -> None:
         while not self._stop.wait(self._ack_interval):
@@ -720,6 +797,12 @@ class PlatformSim:
                 for s in sorted(view.messages)
                 if msg_type is None or view.messages[s]["type"] == msg_type
             ]
+
+
+def _parse_iso(value: object) -> float:
+    if not isinstance(value, str):
+        raise ValueError("time is not a string")
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,8 +79,10 @@ class DoorOpener:
         id_number: str | None,
         method: str,
         face_result: Any = None,
+        detail: dict[str, Any] | None = None,
     ) -> VisitOutcome:
-        """Commit the refusal with its alerts; the denied LED."""
+        """Commit the refusal with its alerts (``detail`` joins ``access.denied``); the denied
+        LED."""
         records = self._recorder.refusal(
             door.lock_id,
             decision,
@@ -88,6 +90,7 @@ class DoorOpener:
             id_number=id_number,
             method=method,
             face_result=face_result,
+            detail=detail,
         )
         seqs = await off_loop(self._recorder.commit, records)
         await self.feedback(door, granted=False)

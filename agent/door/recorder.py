@@ -139,6 +139,7 @@ class VisitRecorder:
         id_number: str | None,
         method: str,
         face_result: Any = None,
+        detail: dict[str, Any] | None = None,
     ) -> list[Record]:
         """The records of a refusal: the warning rules' alerts, then ``access.denied``."""
         at = iso(now)
@@ -157,7 +158,8 @@ class VisitRecorder:
                 "access.denied",
                 access_denied(
                     lock=lock, reason=decision.reason, at=now, id_number=id_number, method=method
-                ),
+                )
+                | (detail or {}),
             )
         )
         return records

@@ -195,4 +195,29 @@ MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    Migration(
+        7,
+        "outbox requests",
+        """
+        -- Contract 1.1 section 6: gateway requests (eid.verify) on P/req, kind 'req',
+        -- published before everything else. SQLite cannot change a CHECK in place:
+        -- the table is rebuilt with its rows.
+        CREATE TABLE outbox_new (
+            seq INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('req', 'evt', 'alert', 'ack')),
+            type TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            sealed TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            droppable INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO outbox_new SELECT seq, kind, type, priority, sealed, size, created_at,
+            droppable FROM outbox;
+        DROP TABLE outbox;
+        ALTER TABLE outbox_new RENAME TO outbox;
+        CREATE INDEX outbox_by_priority ON outbox (priority, seq);
+        CREATE INDEX outbox_droppable ON outbox (seq) WHERE droppable = 1;
+        """,
+    ),
 ]

@@ -22,6 +22,11 @@ then answered ``too_large`` without being acted on. A replayed ``id`` is
 answered once (``rejected``, ``replayed``); further copies are only counted.
 ``sync.ack`` is never answered and, being idempotent, is not recorded for
 replay.
+
+``eid.result`` (contract section 6) goes through every check of a command and
+is recorded for replay, but is never answered with an ``ack``, not even when
+dropped; a verified one is handed to ``on_eid_result``, which matches it to a
+request still waiting (or ignores it) and says which, for the counters.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ class CommandProcessor:
         max_payload_bytes: int = 1_048_576,
         now: Callable[[], dt.datetime] = utc_now,
         on_verified: Callable[[float], None] | None = None,
+        on_eid_result: Callable[[Command], str] | None = None,
     ) -> None:
         """``on_verified(ts)`` gets the ``ts`` (epoch seconds) of every command whose
         signature and envelope check out, before exp/replay checks (a clock guard can
@@ -102,6 +108,7 @@ class CommandProcessor:
         self._max = max_payload_bytes
         self._now = now
         self._on_verified = on_verified
+        self._on_eid_result = on_eid_result
         self.counters: dict[str, int] = {"received": 0, "applied": 0, "synced": 0}
         self.last_sync_at: str | None = None
 
@@ -121,6 +128,8 @@ class CommandProcessor:
         cmd_id = env.get("id")
         if len(payload) > self._max:
             detail = f"sealed command is {len(payload)} bytes, limit {self._max}"
+            if env.get("type") == "eid.result":  # never answered (contract section 6)
+                return self._drop("eid_too_large", detail)
             if not _answerable(cmd_id):
                 return self._drop("oversized", detail)
             assert isinstance(cmd_id, str)
@@ -128,6 +137,9 @@ class CommandProcessor:
         try:
             validate_command(env, self._gw)
         except MessageError as exc:
+            if env.get("type") == "eid.result":
+                reason = "wrong_gw" if exc.field == "gw" else "invalid"
+                return self._drop(f"eid_{reason}", str(exc))
             if not _answerable(cmd_id):
                 return self._drop("invalid", str(exc))
             assert isinstance(cmd_id, str)
@@ -151,6 +163,8 @@ class CommandProcessor:
         now = self._now()
         if command.type == "sync.ack":
             return self._sync_ack(command, now)
+        if command.type == "eid.result":
+            return self._eid_result(command, now)
         return self._execute(command, now)
 
     def prune(self) -> int:
@@ -173,6 +187,29 @@ class CommandProcessor:
         self.last_sync_at = format_time(now)
         log.debug("sync.ack", extra={"through_seq": through, "released": released})
         return CommandOutcome("synced", cmd_id=command.id)
+
+    def _eid_result(self, command: Command, now: dt.datetime) -> CommandOutcome:
+        if command.exp <= now:
+            return self._drop("eid_expired", "eid.result past its exp")
+        with self._store.write() as conn:
+            seen = conn.execute(
+                "SELECT 1 FROM link_commands WHERE id = ?", (command.id,)
+            ).fetchone()
+            if seen is None:
+                self._record(conn, command, now, "ok")
+        if seen is not None:
+            return self._drop("eid_replayed", "eid.result id already received")
+        if self._on_eid_result is None:
+            return self._drop("eid_unwired", "no electronic ID check-in at this gateway")
+        try:
+            matched = self._on_eid_result(command)
+        except Exception:
+            log.exception("eid.result handling failed", extra={"cmd_id": command.id})
+            matched = "error"
+        self._count(f"eid_{matched}")
+        return CommandOutcome(
+            "ok" if matched == "matched" else "dropped", f"eid_{matched}", command.id
+        )
 
     def _execute(self, command: Command, now: dt.datetime) -> CommandOutcome:
         post: Callable[[], None] | None = None

@@ -14,9 +14,9 @@ TCP where configured.
 
 Delivery: at most ``inflight_window`` sealed messages are published and not yet
 PUBACKed (never more than the broker's Receive Maximum). Publish order is
-alerts, then acks, then events, each by seq. PUBACK is not delivery: a message
-leaves the outbox only on ``sync.ack``. Everything not covered is published
-again after every (re)connect, and when ``sync.ack`` made no progress for
+requests (``P/req``), then alerts, then acks, then events, each by seq. PUBACK
+is not delivery: a message leaves the outbox only on ``sync.ack``. Everything
+not covered is published again after every (re)connect, and when ``sync.ack`` made no progress for
 ``retry_after_s`` while messages were out. A PUBACK with a failure reason code
 is counted and the message is published again at the next retry.
 """

@@ -54,7 +54,8 @@ from agent.state.store import Store
 
 log = logging.getLogger(__name__)
 
-PRIORITY = {"alert": 0, "ack": 1, "evt": 2}
+# Requests (a person waits at the door) go before alerts, alerts before acks and events.
+PRIORITY = {"req": -1, "alert": 0, "ack": 1, "evt": 2}
 DEFAULT_DROPPABLE = frozenset({"door.state", "lock.status"})
 _ROW_OVERHEAD = 64  # bytes of bookkeeping per row, counted against the bound
 _DROP_TARGET = 0.95

@@ -103,4 +103,4 @@ def test_face_eval_on_a_labelled_folder(tmp_path: Path) -> None:
 def test_demo_plays_the_whole_day() -> None:
     result = run("demo", timeout=400)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "all steps as expected: 9/9" in result.stdout
+    assert "all steps as expected: 11/11" in result.stdout
