@@ -384,16 +384,18 @@ class PlatformSim:
         msg_id: str | None = None,
         envelope_gw: str | None = None,
         sig: cjwk.JWK | None = None,
+        ts_offset_s: float = 0.0,
     ) -> tuple[str, str]:
-        """A sealed command for ``gw``: (command id, JWE text)."""
+        """A sealed command for ``gw``: (command id, JWE text). ``ts_offset_s`` stamps it
+        that far from now (a platform whose clock is off); ``exp`` moves with it."""
         cmd_id = msg_id or str(uuid.uuid4())
         env = {
             "v": 1,
             "id": cmd_id,
             "type": msg_type,
             "gw": envelope_gw or gw,
-            "ts": _now_iso(),
-            "exp": _now_iso(exp_s),
+            "ts": _now_iso(ts_offset_s),
+            "exp": _now_iso(ts_offset_s + exp_s),
             "body": body,
         }
         return cmd_id, seal_jw(env, sig or self.keys.sig, self._gw_enc[gw])

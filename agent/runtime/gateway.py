@@ -9,6 +9,7 @@ handed what it needs, so no module reaches for global state. Device threads
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import logging
 import shutil
@@ -92,7 +93,7 @@ class Gateway:
         return {
             "gateway": self.config.gateway.id,
             "version": __version__,
-            "uptime_s": round(time.time() - self.started_at, 1),
+            "uptime_s": round(clock.uptime_s, 1),
             "link": {
                 "connected": self.link.connected,
                 "last_sync": self.processor.last_sync_at,
@@ -137,7 +138,10 @@ class Gateway:
                 "templates_ready": counts.templates_ready,
             },
             "clock": {
+                "mode": clock.mode,
                 "trusted": clock.trusted,
+                "system": clock.system,
+                "platform_ts": clock.platform_ts,
                 "system_behind_s": round(clock.behind_s, 1),
                 "system_ahead_s": round(clock.ahead_s, 1),
                 "last_contact": clock.last_contact,
@@ -228,7 +232,8 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         platform_keys,
         applier,
         max_payload_bytes=config.link.max_payload_bytes,
-        on_verified=lambda ts: clock.observe_trusted(ts),
+        now=lambda: dt.datetime.fromtimestamp(clock.now(), dt.UTC),
+        on_verified=clock.observe_trusted,
     )
     link = Link(
         LinkSettings.from_config(config.link),

@@ -45,6 +45,9 @@ from agent.sync.outbox import Outbox
 log = logging.getLogger(__name__)
 
 REPLAY_MARGIN_S = 86_400.0
+# Commands wait at the broker for at most the session expiry (7 days); one signed
+# longer ago than this is refused, so a replay never outlives its recorded id.
+REPLAY_WINDOW_S = 8 * 86_400.0
 
 
 class CommandApplier(Protocol):
@@ -80,11 +83,13 @@ class CommandProcessor:
         *,
         max_payload_bytes: int = 1_048_576,
         now: Callable[[], dt.datetime] = utc_now,
-        on_verified: Callable[[float], None] | None = None,
+        on_verified: Callable[[float], bool | None] | None = None,
     ) -> None:
         """``on_verified(ts)`` gets the ``ts`` (epoch seconds) of every command whose
         signature and envelope check out, before exp/replay checks (a clock guard can
-        use it as trusted time); ``now`` is the time exp is checked against."""
+        use it as trusted time); returning False refuses the command as ``clock_skew``
+        (``sync.ack`` is still applied: it carries no time). ``now`` is trusted time:
+        exp and the replay window are checked against it and ids are pruned by it."""
         self._store = store
         self._outbox = outbox
         self._gw = gateway_id
@@ -117,9 +122,11 @@ class CommandProcessor:
             reason = "wrong_gw" if exc.field == "gw" else "invalid"
             return self._reject_unrecorded(cmd_id, reason, str(exc), env)
         assert isinstance(cmd_id, str)
+        ts = parse_time(env["ts"]).timestamp()
+        skewed = False
         if self._on_verified is not None:
             try:
-                self._on_verified(parse_time(env["ts"]).timestamp())
+                skewed = self._on_verified(ts) is False
             except Exception:
                 log.exception("on_verified hook failed")
         exp = parse_time(env["exp"], "exp")
@@ -134,10 +141,20 @@ class CommandProcessor:
         now = self._now()
         if command.type == "sync.ack":
             return self._sync_ack(command, now)
-        return self._execute(command, now)
+        refusal: tuple[str, str] | None = None
+        if skewed:
+            ahead = ts - now.timestamp()
+            refusal = (
+                "clock_skew",
+                f"clock_skew: command ts is {ahead:.0f} s ahead of the gateway's trusted time",
+            )
+        elif now.timestamp() - ts > REPLAY_WINDOW_S:
+            refusal = ("expired", "expired: command is older than the replay window")
+        return self._execute(command, now, refusal)
 
     def prune(self) -> int:
-        """Forget command ids whose exp passed more than a day ago (replay is then an exp fail)."""
+        """Forget command ids whose exp passed more than a day ago by trusted time (a
+        replay is then an exp fail, since trusted time never goes back)."""
         cutoff = self._now().timestamp() - REPLAY_MARGIN_S
         with self._store.write() as conn:
             return conn.execute("DELETE FROM link_commands WHERE exp < ?", (cutoff,)).rowcount
@@ -157,7 +174,9 @@ class CommandProcessor:
         log.debug("sync.ack", extra={"through_seq": through, "released": released})
         return Outcome("synced", cmd_id=command.id)
 
-    def _execute(self, command: Command, now: dt.datetime) -> Outcome:
+    def _execute(
+        self, command: Command, now: dt.datetime, refusal: tuple[str, str] | None = None
+    ) -> Outcome:
         post: Callable[[], None] | None = None
         with self._store.write() as conn:
             row = conn.execute(
@@ -175,6 +194,10 @@ class CommandProcessor:
                 )
                 self._ack(conn, command.id, "replay: command id already executed")
                 status, reason = "rejected", "replay"
+            elif refusal is not None:
+                status, reason = "rejected", refusal[0]
+                self._record(conn, command, now, "rejected")
+                self._ack(conn, command.id, refusal[1])
             elif command.exp <= now:
                 status, reason = "rejected", "expired"
                 self._record(conn, command, now, "rejected")
