@@ -59,6 +59,8 @@ class Store:
         self._conn = conn
         self._lock = threading.RLock()
         self.db = sqlite_utils.Database(conn)
+        # The schema version found at open (0 for a new database), before migrating.
+        self.migrated_from = 0
 
     @classmethod
     def open(cls, path: Path, migrations: Sequence[Migration] = MIGRATIONS) -> Store:
@@ -130,6 +132,7 @@ class Store:
         if [m.version for m in migrations] != expected:
             raise StoreError("migrations must be numbered 1, 2, 3, … without gaps")
         current = self.schema_version()
+        self.migrated_from = current
         if current > len(migrations):
             raise StoreError(
                 f"database schema version {current} is newer than this lockgw knows "
