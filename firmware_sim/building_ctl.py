@@ -230,7 +230,7 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().__init__(path, _Handler)
 
 
-class ControlServer:
+class BuildingControlServer:
     """The building's control socket, served on a background thread."""
 
     def __init__(self, building: Building, path: Path) -> None:
@@ -273,17 +273,17 @@ class ServedBuilding(Building):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._server: ControlServer | None = None
+        self._server: BuildingControlServer | None = None
 
     @property
-    def control_server(self) -> ControlServer | None:
+    def control_server(self) -> BuildingControlServer | None:
         """The control socket server while it runs (its ``bad_requests`` counts refusals)."""
         return self._server
 
     def start(self) -> ServedBuilding:
         """Start the building, then its control socket."""
         super().start()
-        self._server = ControlServer(self, self.control_socket_path)
+        self._server = BuildingControlServer(self, self.control_socket_path)
         self._server.start()
         return self
 

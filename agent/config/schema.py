@@ -194,7 +194,9 @@ class DoorSection(_Section):
     reader_port: str | None = Field(None, description="Serial device of the ID card reader.")
     reader_baudrate: int = Field(115200, description="Baud rate of the ID card reader.")
     camera: str | None = Field(
-        None, description="V4L2 device (/dev/videoN), RTSP URL, or `sim:` for the simulator."
+        None,
+        description="V4L2 device (/dev/videoN or index), RTSP URL, video file, or "
+        "`folder:DIR` for a simulated camera (a scene folder).",
     )
     unlock_seconds: int = Field(
         5, ge=1, le=25, description="How long an opening keeps it unlocked."

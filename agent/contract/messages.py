@@ -133,7 +133,7 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
-class Guest(_Body):
+class GrantGuest(_Body):
     guest_id: _Id
     id_number: Annotated[str, Field(pattern=r"^[0-9]{17}[0-9X]$|^[A-Z0-9]{6,20}$")]
     name: _Str
@@ -146,7 +146,7 @@ class GrantPut(_Body):
     locks: Annotated[list[_Id], Field(min_length=1, max_length=64)]
     valid_from: _Time
     valid_until: _Time
-    guests: Annotated[list[Guest], Field(min_length=1, max_length=32)]
+    guests: Annotated[list[GrantGuest], Field(min_length=1, max_length=32)]
     pin: Annotated[str, Field(pattern=r"^[0-9]{4,12}$")] | None = None
     policy: dict[str, Any] | None = None
 
@@ -218,7 +218,7 @@ class AccessDenied(_Event):
     reason: _Str
 
 
-class DoorState(_Event):
+class DoorStateEvent(_Event):
     lock: _Id
     state: Literal["closed", "open", "forced", "held_open"]
 
@@ -259,7 +259,7 @@ GATEWAY_BODIES: dict[str, type[_Body]] = {
     "checkin.verified": CheckinVerified,
     "door.opened": DoorOpened,
     "access.denied": AccessDenied,
-    "door.state": DoorState,
+    "door.state": DoorStateEvent,
     "lock.status": LockStatus,
     "outbox.dropped": OutboxDropped,
     "alert.outbox_near_full": OutboxNearFull,

@@ -34,14 +34,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from agent.state.secretbox import SecretBox
-
 WLT_WIDTH = 102
 WLT_HEIGHT = 126
 # Vendor output buffers: 54-byte BMP header + 126 rows of 102*3 bytes padded to 308.
 LIB_BUFFER_BYTES = 38862
-PHOTO_CONTEXT = "idcard-photo"
-FORMATS = ("wlt", "jpeg", "png")
 
 Image = npt.NDArray[np.uint8]
 
@@ -194,16 +190,3 @@ def decode_card_photo(photo: bytes, fmt: str, decoder: WltDecoder | None) -> Ima
     if decoder is None:
         return None
     return decoder.decode_wlt(photo)
-
-
-def seal_card_photo(box: SecretBox, photo: bytes, fmt: str) -> bytes:
-    """Seal the photo as it came from the card, with its format, for the record."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown card photo format {fmt!r}")
-    return box.seal(fmt.encode() + b"\0" + photo, PHOTO_CONTEXT)
-
-
-def open_card_photo(box: SecretBox, blob: bytes) -> tuple[bytes, str]:
-    """Reverse :func:`seal_card_photo`: (photo bytes, format)."""
-    fmt, _, photo = box.open(blob, PHOTO_CONTEXT).partition(b"\0")
-    return photo, fmt.decode()

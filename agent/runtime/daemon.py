@@ -11,18 +11,18 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from collections.abc import Awaitable, Callable
 
 from agent import __version__
 from agent.config.schema import Config
-from agent.door.flow import enroll_template
 from agent.door.records import iso
+from agent.grants.enrol import enroll_pending
 from agent.runtime.control import ControlServer
 from agent.runtime.gateway import Gateway, Part, build_gateway
 from agent.runtime.health import Heartbeats
 from agent.runtime.metrics import Metrics, start_metrics
 from agent.runtime.sdnotify import Notifier, watchdog_interval_s
+from agent.state.incidents import mark_reported, unreported_incidents
 from agent.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class Daemon:
                 asyncio.create_task(self._every(_PURGE_EVERY_S, self._purge)),
                 asyncio.create_task(self._every(_ENROLL_EVERY_S, self._enroll)),
                 asyncio.create_task(self._every(_INCIDENTS_EVERY_S, self._report_incidents)),
+                asyncio.create_task(self.gateway.inbox.serve(self.gateway.flow)),
             ]
             self.notifier.ready(f"lockgw {__version__} running")
             log.info(
@@ -126,7 +127,7 @@ class Daemon:
         self.control.register("status", lambda _args: self._status())
         self.control.register(
             "events",
-            lambda args: gw.flow.journal.since(
+            lambda args: gw.journal.since(
                 int(args.get("after_seq", 0)), int(args.get("limit", 100))
             ),
         )
@@ -173,8 +174,7 @@ class Daemon:
         assert gw is not None
         if gw.face is None:
             return
-        for grant_id, guest_id in await asyncio.to_thread(gw.grants.pending_templates):
-            await asyncio.to_thread(enroll_template, gw.grants, gw.face, grant_id, guest_id, 10.0)
+        await asyncio.to_thread(enroll_pending, gw.grants, gw.face)
 
     async def _report_incidents(self) -> None:
         """Gateway incidents (database recovered, clock set back) go out as alerts."""
@@ -184,17 +184,20 @@ class Daemon:
 
     def _report_incidents_now(self, gw: Gateway) -> None:
         with gw.store.write() as conn:
-            rows = conn.execute(
-                "SELECT id, kind, detail, at FROM incidents WHERE reported = 0 ORDER BY id"
-            ).fetchall()
-            for row_id, kind, detail, at in rows:
+            incidents = unreported_incidents(conn)
+            for incident in incidents:
                 gw.outbox.enqueue_in(
                     conn,
                     "alert.gateway_incident",
-                    {"at": iso(time.time()), "incident": kind, "detail": detail, "since": at},
+                    {
+                        "at": iso(gw.clock.now()),
+                        "incident": incident.kind,
+                        "detail": incident.detail,
+                        "since": incident.at,
+                    },
                 )
-                conn.execute("UPDATE incidents SET reported = 1 WHERE id = ?", (row_id,))
-        if rows:
+                mark_reported(conn, incident)
+        if incidents:
             gw.outbox.notify()
 
     def _dead_parts(self) -> list[str]:

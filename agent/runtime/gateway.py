@@ -24,24 +24,27 @@ import cv2
 from agent import __version__
 from agent.config.schema import Config, DoorSection
 from agent.contract.keys import load_gateway_keys, load_platform_keys
+from agent.devices.cameras import open_camera, parse_camera_spec
 from agent.devices.lockkeys import LockKeyStore
 from agent.devices.wlt import decode_card_photo, decoder_from_settings
 from agent.door.alerts import AlertPolicy, AlertRules
 from agent.door.decision import SitePolicy
-from agent.door.flow import DoorDevices, DoorFlow, FlowSettings, Outcome
+from agent.door.doors import DoorDevices, FlowSettings, VisitOutcome
+from agent.door.flow import DoorFlow
+from agent.face import FaceWorker
 from agent.grants.store import GrantStore
+from agent.runtime.inbox import DeviceInbox
 from agent.state.clock import ClockGuard
 from agent.state.secretbox import SecretBox
 from agent.state.store import Store
 from agent.sync.applier import GatewayApplier
 from agent.sync.commands import CommandProcessor
+from agent.sync.journal import Journal
 from agent.sync.link import Link, LinkSettings
 from agent.sync.outbox import Outbox
-from drivers.camera.scenes import SceneFolderSource
-from drivers.camera.sources import FrameSource, OpenCvSource
-from drivers.idcard.reader import CardRead, IdCardReader, ReaderStatus
+from drivers.camera.sources import FrameSource
+from drivers.idcard.reader import IdCardReader, ReaderStatus
 from drivers.osdp.bus import LockSpec, OsdpBus
-from drivers.osdp.events import LockEvent
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +75,15 @@ class Gateway:
     buses: dict[str, OsdpBus]
     readers: dict[str, IdCardReader]
     cameras: dict[str, FrameSource]
-    face: Any
+    face: FaceWorker | None
+    inbox: DeviceInbox
+    journal: Journal
     parts: list[Part] = field(default_factory=list)
     reader_status: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[VisitOutcome] = field(default_factory=list)
 
-    def remember_outcome(self, outcome: Outcome) -> None:
+    def remember_outcome(self, outcome: VisitOutcome) -> None:
         """Keep the last hundred outcomes (no personal data in them)."""
         self.outcomes.append(outcome)
         del self.outcomes[:-100]
@@ -165,13 +170,16 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         max_bytes=config.outbox.max_bytes,
         warn_ratio=config.outbox.warn_ratio,
     )
+    journal = Journal()
+    outbox.add_record_observer(journal.add)
     grants = GrantStore(store, box, platform_keys)
     clock = ClockGuard(store, max_ahead_s=config.policy.offline_grace_h * 3600)
     policy = config.policy
     alerts = config.alerts
     rules = AlertRules(AlertPolicy(**alerts.model_dump()))
-    buses = _buses(config, state_dir, loop, lambda: flow)
-    cameras = {d.id: _camera(d) for d in config.doors if d.camera}
+    inbox = DeviceInbox(loop)
+    buses = _buses(config, state_dir, inbox)
+    cameras = {d.id: open_camera(parse_camera_spec(d.camera)) for d in config.doors if d.camera}
     face = _face_worker(config) if cameras else None
     decoder = decoder_from_settings(
         config.readers.wlt_decoder, config.readers.wlt_command, config.readers.wlt_library
@@ -183,8 +191,6 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
             return None
         ok, png = cv2.imencode(".png", image)
         return png.tobytes() if ok else None
-
-    gateway_holder: list[Gateway] = []
 
     flow = DoorFlow(
         store=store,
@@ -241,10 +247,11 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         outbox,
         processor.handle,
         version=__version__,
-        health=lambda: _health(gateway_holder[0]) if gateway_holder else {},
+        health=functools.partial(_health, buses, processor, grants, clock),
     )
+    reader_status: dict[str, str] = {}
     readers = {
-        d.id: _reader(d, config, loop, flow, gateway_holder) for d in config.doors if d.reader_port
+        d.id: _reader(d, config, inbox, reader_status) for d in config.doors if d.reader_port
     }
     gateway = Gateway(
         config=config,
@@ -260,8 +267,10 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         readers=readers,
         cameras=cameras,
         face=face,
+        inbox=inbox,
+        journal=journal,
+        reader_status=reader_status,
     )
-    gateway_holder.append(gateway)
     flow.outcome_observers.append(gateway.remember_outcome)
     gateway.parts = _parts(gateway)
     return gateway
@@ -294,12 +303,7 @@ def _is_running(part: OsdpBus | IdCardReader) -> Callable[[], bool]:
     return lambda: part.running
 
 
-def _buses(
-    config: Config,
-    state_dir: Path,
-    loop: asyncio.AbstractEventLoop,
-    flow: Callable[[], DoorFlow],
-) -> dict[str, OsdpBus]:
+def _buses(config: Config, state_dir: Path, inbox: DeviceInbox) -> dict[str, OsdpBus]:
     keys = LockKeyStore.open(state_dir)
     buses: dict[str, OsdpBus] = {}
     for bus in config.buses:
@@ -320,43 +324,24 @@ def _buses(
         if not specs:
             continue
 
-        def on_event(event: LockEvent, name: str = bus.name) -> None:
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(flow().lock_event(name, event)))
-
+        on_event = functools.partial(inbox.lock_event, bus.name)
         buses[bus.name] = OsdpBus(bus.port, bus.baudrate, specs, on_event, held_open)
     return buses
 
 
-def _camera(door: DoorSection) -> FrameSource:
-    spec = door.camera or ""
-    if spec.startswith("folder:"):
-        return SceneFolderSource(Path(spec.removeprefix("folder:")))
-    source: int | str = int(spec) if spec.isdigit() else spec
-    return OpenCvSource(source, width=640, height=480)
-
-
-def _face_worker(config: Config) -> Any:
+def _face_worker(config: Config) -> FaceWorker:
     from agent.face.verify import settings_from_config
-    from agent.face.worker import FaceWorker
 
     return FaceWorker(settings_from_config(config.face), timeout_s=config.face.timeout_s)
 
 
 def _reader(
-    door: DoorSection,
-    config: Config,
-    loop: asyncio.AbstractEventLoop,
-    flow: DoorFlow,
-    holder: list[Gateway],
+    door: DoorSection, config: Config, inbox: DeviceInbox, reader_status: dict[str, str]
 ) -> IdCardReader:
     assert door.reader_port is not None
 
-    def on_card(card: CardRead) -> None:
-        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(flow.present_card(door.id, card)))
-
     def on_status(status: ReaderStatus) -> None:
-        if holder:
-            holder[0].reader_status[door.id] = status.state.value
+        reader_status[door.id] = status.state.value
         log.info(
             "reader status",
             extra={"door": door.id, "state": status.state.value, "detail": status.detail},
@@ -364,19 +349,21 @@ def _reader(
 
     return IdCardReader(
         door.reader_port,
-        on_card,
+        functools.partial(inbox.card, door.id),
         on_status,
         baud=door.reader_baudrate,
         poll_interval=config.readers.poll_interval_ms / 1000,
     )
 
 
-def _health(gw: Gateway) -> dict[str, Any]:
-    online = sum(s.online for bus in gw.buses.values() for s in bus.snapshot())
-    total = sum(len(bus.snapshot()) for bus in gw.buses.values())
+def _health(
+    buses: dict[str, OsdpBus], processor: CommandProcessor, grants: GrantStore, clock: ClockGuard
+) -> dict[str, Any]:
+    online = sum(s.online for bus in buses.values() for s in bus.snapshot())
+    total = sum(len(bus.snapshot()) for bus in buses.values())
     return {
         "locks_online": online,
         "locks_total": total,
-        "last_sync": gw.processor.last_sync_at,
-        "grants_active": gw.grants.counts(gw.clock.now()).active,
+        "last_sync": processor.last_sync_at,
+        "grants_active": grants.counts(clock.now()).active,
     }

@@ -31,7 +31,7 @@ from drivers.osdp.events import DoorState
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from agent.door.flow import Outcome
+    from agent.door.doors import VisitOutcome
     from agent.runtime.gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class Metrics:
             self._decision_seconds.labels(result)
         self.server: MetricsServer | None = None
 
-    def observe_outcome(self, outcome: Outcome) -> None:
+    def observe_outcome(self, outcome: VisitOutcome) -> None:
         """The door flow's outcome hook: count the decision, time it."""
         result = "granted" if outcome.granted else "denied"
         self._decisions.labels(outcome.lock, result, outcome.reason).inc()

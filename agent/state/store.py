@@ -18,13 +18,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
 
+from agent.state.incidents import record_incident
 from agent.state.migrations import MIGRATIONS, Migration
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Store:
         self.recovery = recovery
         self._conn = conn
         self._lock = threading.RLock()
+        self._after_commit: list[Callable[[], None]] = []
         self.db = sqlite_utils.Database(conn)
         # The schema version found at open (0 for a new database), before migrating.
         self.migrated_from = 0
@@ -87,13 +89,25 @@ class Store:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (``BEGIN IMMEDIATE``), committed durably on success."""
         with self._lock:
+            self._after_commit = []
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
+                self._after_commit = []
                 raise
             self._conn.execute("COMMIT")
+            callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the write transaction in progress commits (never on rollback).
+
+        Only inside :meth:`write`, from the thread that holds it.
+        """
+        self._after_commit.append(callback)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -114,10 +128,7 @@ class Store:
     def record_incident(self, kind: str, detail: str) -> None:
         """Remember a gateway fact that must be reported as an alert (no personal data)."""
         with self.write() as conn:
-            conn.execute(
-                "INSERT INTO incidents (kind, detail, at) VALUES (?, ?, ?)",
-                (kind, detail, utc_now_iso()),
-            )
+            record_incident(conn, kind, detail, utc_now_iso())
 
     def close(self) -> None:
         """Checkpoint the WAL and close; waits for a write in progress to finish."""

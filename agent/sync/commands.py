@@ -61,7 +61,7 @@ class CommandApplier(Protocol):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class CommandOutcome:
     """What happened to one inbound payload (for tests and the health counters)."""
 
     status: str  # "ok", "rejected", "dropped" (not answered), "synced"
@@ -102,7 +102,7 @@ class CommandProcessor:
         self.counters: dict[str, int] = {"received": 0, "applied": 0, "synced": 0}
         self.last_sync_at: str | None = None
 
-    def handle(self, payload: bytes) -> Outcome:
+    def handle(self, payload: bytes) -> CommandOutcome:
         """Process one payload from ``P/cmd``."""
         self.counters["received"] += 1
         try:
@@ -161,7 +161,7 @@ class CommandProcessor:
 
     # -- internals -------------------------------------------------------------
 
-    def _sync_ack(self, command: Command, now: dt.datetime) -> Outcome:
+    def _sync_ack(self, command: Command, now: dt.datetime) -> CommandOutcome:
         if command.exp <= now:
             return self._drop("expired", "sync.ack past its exp")
         through = int(command.body["through_seq"])
@@ -172,11 +172,11 @@ class CommandProcessor:
         self.counters["synced"] += 1
         self.last_sync_at = format_time(now)
         log.debug("sync.ack", extra={"through_seq": through, "released": released})
-        return Outcome("synced", cmd_id=command.id)
+        return CommandOutcome("synced", cmd_id=command.id)
 
     def _execute(
         self, command: Command, now: dt.datetime, refusal: tuple[str, str] | None = None
-    ) -> Outcome:
+    ) -> CommandOutcome:
         post: Callable[[], None] | None = None
         with self._store.write() as conn:
             row = conn.execute(
@@ -188,7 +188,7 @@ class CommandProcessor:
                     log.warning(
                         "command replayed again", extra={"cmd_id": command.id, "type": command.type}
                     )
-                    return Outcome("dropped", "replay", command.id)
+                    return CommandOutcome("dropped", "replay", command.id)
                 conn.execute(
                     "UPDATE link_commands SET replay_acked = 1 WHERE id = ?", (command.id,)
                 )
@@ -231,11 +231,11 @@ class CommandProcessor:
                 post()
             except Exception:
                 log.exception("command action failed after commit", extra={"cmd_id": command.id})
-        return Outcome(status, reason, command.id)
+        return CommandOutcome(status, reason, command.id)
 
     def _reject_unrecorded(
         self, cmd_id: str, reason: str, error: str, env: dict[str, Any]
-    ) -> Outcome:
+    ) -> CommandOutcome:
         # Verified but unusable (bad schema, another gateway's gw): answered, and the
         # id recorded so that copies are not answered again.
         self._count(f"rejected_{reason}")
@@ -244,7 +244,7 @@ class CommandProcessor:
         with self._store.write() as conn:
             seen = conn.execute("SELECT 1 FROM link_commands WHERE id = ?", (cmd_id,)).fetchone()
             if seen:
-                return Outcome("dropped", reason, cmd_id)
+                return CommandOutcome("dropped", reason, cmd_id)
             conn.execute(
                 "INSERT INTO link_commands (id, type, exp, received_at, status, replay_acked)"
                 " VALUES (?, ?, ?, ?, 'rejected', 1)",
@@ -252,7 +252,7 @@ class CommandProcessor:
             )
             self._ack(conn, cmd_id, error)
         self._outbox.notify()
-        return Outcome("rejected", reason, cmd_id)
+        return CommandOutcome("rejected", reason, cmd_id)
 
     def _record(
         self, conn: sqlite3.Connection, command: Command, now: dt.datetime, status: str
@@ -268,10 +268,10 @@ class CommandProcessor:
             body["error"] = error[:500]
         self._outbox.enqueue_in(conn, "ack", body)
 
-    def _drop(self, reason: str, detail: str) -> Outcome:
+    def _drop(self, reason: str, detail: str) -> CommandOutcome:
         self._count(f"dropped_{reason}")
         log.warning("command dropped", extra={"reason": reason, "error": detail})
-        return Outcome("dropped", reason)
+        return CommandOutcome("dropped", reason)
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1

@@ -38,6 +38,7 @@ from agent.contract.messages import (
     validate_gateway_message,
 )
 from agent.contract.seal import DEFAULT_MAX_BYTES, seal
+from agent.state.incidents import record_incident
 from agent.state.seqfloor import FILE_NAME as SEQ_FILE
 from agent.state.seqfloor import SeqReservation
 from agent.state.store import Store
@@ -100,6 +101,7 @@ class Outbox:
         self._max_message_bytes = max_message_bytes
         self._clock = clock
         self._listeners: list[Callable[[], None]] = []
+        self._record_observers: list[Callable[[int | None, str, dict[str, Any]], None]] = []
         self._lock = threading.Lock()
         self.counters: dict[str, int] = {
             "enqueued": 0,
@@ -117,15 +119,13 @@ class Outbox:
             if floor is not None:
                 # The database lost numbers already used: resume above every one of them.
                 conn.execute("UPDATE outbox_meta SET last_seq = ?", (floor,))
-                conn.execute(
-                    "INSERT INTO incidents (kind, detail, at) VALUES (?, ?, ?)",
-                    (
-                        "seq_resumed",
-                        f"outbox counter was at {last_seq}, below numbers already used; "
-                        f"resumed after {floor} (the gap {last_seq + 1}..{floor} was never sent "
-                        "from this database)",
-                        format_time(utc_now()),
-                    ),
+                record_incident(
+                    conn,
+                    "seq_resumed",
+                    f"outbox counter was at {last_seq}, below numbers already used; "
+                    f"resumed after {floor} (the gap {last_seq + 1}..{floor} was never sent "
+                    "from this database)",
+                    format_time(utc_now()),
                 )
                 log.error(
                     "outbox counter below numbers already used; resumed above them",
@@ -180,6 +180,8 @@ class Outbox:
         total += size
         conn.execute("UPDATE outbox_meta SET last_seq = ?, bytes = ?", (seq, total))
         self.counters["enqueued"] += 1
+        if self._record_observers:
+            self._store.after_commit(lambda: self._observe(seq, msg_type, body))
         if total >= self._warn_bytes and not near_full:
             conn.execute("UPDATE outbox_meta SET near_full = 1")
             self.counters["near_full_alerts"] += 1
@@ -314,6 +316,23 @@ class Outbox:
         return OutboxStats(int(depth), int(total), int(last_seq), int(acked), age)
 
     # -- notification --------------------------------------------------------
+
+    def add_record_observer(
+        self, observer: Callable[[int | None, str, dict[str, Any]], None]
+    ) -> None:
+        """Call ``observer(seq, type, body)`` for every message once its transaction commits.
+
+        The body is the plain one, before sealing: observers keep only what is not personal
+        (see :mod:`agent.sync.journal`). They run on the committing thread and must not raise.
+        """
+        self._record_observers.append(observer)
+
+    def _observe(self, seq: int | None, msg_type: str, body: dict[str, Any]) -> None:
+        for observer in self._record_observers:
+            try:
+                observer(seq, msg_type, body)
+            except Exception:
+                log.exception("record observer failed", extra={"type": msg_type})
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (quickly, from the enqueuing thread) after each enqueue."""

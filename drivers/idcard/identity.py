@@ -1,7 +1,7 @@
 """The identity on a card: typed record, validation, code tables, masking.
 
 ``parse_identity`` turns the raw 256-byte text block into an :class:`Identity`
-or raises :class:`IdentityError` with a :class:`Reason` naming what is wrong.
+or raises :class:`IdentityError` with a :class:`IdentityReason` naming what is wrong.
 Nothing is partly trusted: one bad field refuses the whole card.
 
 Checks (resident cards and HK/Macao/Taiwan residence permits, which use the same
@@ -129,7 +129,7 @@ class Sex(enum.Enum):
     FEMALE = "2"
 
 
-class Reason(enum.Enum):
+class IdentityReason(enum.Enum):
     """Why a card was refused."""
 
     BAD_TEXT = "bad_text"
@@ -154,7 +154,7 @@ class Reason(enum.Enum):
 class IdentityError(ValueError):
     """A card refused, with the reason; the message holds no personal data."""
 
-    def __init__(self, reason: Reason, detail: str) -> None:
+    def __init__(self, reason: IdentityReason, detail: str) -> None:
         self.reason = reason
         super().__init__(f"{reason.value}: {detail}")
 
@@ -245,20 +245,24 @@ def mask_address(address: str) -> str:
 def check_digit(first17: str) -> str:
     """GB 11643 / ISO 7064 MOD 11-2 check character for 17 digits."""
     if len(first17) != 17 or not first17.isdigit():
-        raise IdentityError(Reason.BAD_ID_FORMAT, "check digit needs 17 digits")
+        raise IdentityError(IdentityReason.BAD_ID_FORMAT, "check digit needs 17 digits")
     return _CHECK[sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True)) % 11]
 
 
 def validate_id_number(number: str, birth: date | None = None, sex: Sex | None = None) -> None:
     """Check an 18-character number: format, check digit, birth date and sex parity."""
     if not _ID18.fullmatch(number):
-        raise IdentityError(Reason.BAD_ID_FORMAT, "number must be 17 digits and a check character")
+        raise IdentityError(
+            IdentityReason.BAD_ID_FORMAT, "number must be 17 digits and a check character"
+        )
     if check_digit(number[:17]) != number[17]:
-        raise IdentityError(Reason.BAD_CHECK_DIGIT, "number check digit is wrong")
+        raise IdentityError(IdentityReason.BAD_CHECK_DIGIT, "number check digit is wrong")
     if birth is not None and number[6:14] != f"{birth:%Y%m%d}":
-        raise IdentityError(Reason.BIRTH_MISMATCH, "birth date in the number differs from birth")
+        raise IdentityError(
+            IdentityReason.BIRTH_MISMATCH, "birth date in the number differs from birth"
+        )
     if sex is not None and (int(number[16]) % 2 == 1) != (sex is Sex.MALE):
-        raise IdentityError(Reason.SEX_MISMATCH, "sex digit of the number differs from sex")
+        raise IdentityError(IdentityReason.SEX_MISMATCH, "sex digit of the number differs from sex")
 
 
 def is_valid_id_number(number: str) -> bool:
@@ -282,12 +286,16 @@ def parse_identity(
         try:
             raw = decode_text_block(text)
         except TextBlockError as exc:
-            reason = Reason.UNKNOWN_CARD_TYPE if "layout" in str(exc) else Reason.BAD_TEXT
+            reason = (
+                IdentityReason.UNKNOWN_CARD_TYPE
+                if "layout" in str(exc)
+                else IdentityReason.BAD_TEXT
+            )
             raise IdentityError(reason, str(exc)) from None
     card_type = _BY_LAYOUT[raw.layout]
     if card_type not in accepted:
         raise IdentityError(
-            Reason.CARD_TYPE_NOT_ACCEPTED, f"{card_type.value} cards are not accepted here"
+            IdentityReason.CARD_TYPE_NOT_ACCEPTED, f"{card_type.value} cards are not accepted here"
         )
     parser = {
         CardType.RESIDENT: _resident,
@@ -297,12 +305,14 @@ def parse_identity(
     }[card_type]
     identity = parser(raw.fields)
     if identity.valid_until is not None and identity.valid_until <= identity.valid_from:
-        raise IdentityError(Reason.BAD_VALIDITY, "validity ends before it starts")
+        raise IdentityError(IdentityReason.BAD_VALIDITY, "validity ends before it starts")
     if identity.valid_until is None and card_type is not CardType.RESIDENT:
-        raise IdentityError(Reason.BAD_VALIDITY, f"{LONG_TERM} validity on a non-resident card")
+        raise IdentityError(
+            IdentityReason.BAD_VALIDITY, f"{LONG_TERM} validity on a non-resident card"
+        )
     if today is not None:
         if identity.birth > today:
-            raise IdentityError(Reason.BIRTH_IN_FUTURE, "birth date is in the future")
+            raise IdentityError(IdentityReason.BIRTH_IN_FUTURE, "birth date is in the future")
         check_validity(identity, today)
     return identity
 
@@ -310,9 +320,9 @@ def parse_identity(
 def check_validity(identity: Identity, today: date) -> None:
     """Refuse a card that is not yet valid or has expired on ``today``."""
     if today < identity.valid_from:
-        raise IdentityError(Reason.NOT_YET_VALID, f"card valid from {identity.valid_from}")
+        raise IdentityError(IdentityReason.NOT_YET_VALID, f"card valid from {identity.valid_from}")
     if identity.valid_until is not None and today > identity.valid_until:
-        raise IdentityError(Reason.EXPIRED, f"card expired on {identity.valid_until}")
+        raise IdentityError(IdentityReason.EXPIRED, f"card expired on {identity.valid_until}")
 
 
 # -- per-layout parsers ------------------------------------------------------
@@ -321,17 +331,19 @@ def check_validity(identity: Identity, today: date) -> None:
 def _required(fields: Mapping[str, str], name: str) -> str:
     value = fields.get(name, "")
     if not value:
-        raise IdentityError(Reason.MISSING_FIELD, f"field {name} is empty")
+        raise IdentityError(IdentityReason.MISSING_FIELD, f"field {name} is empty")
     return value
 
 
 def _date(value: str, name: str) -> date:
     if len(value) != 8 or not value.isdigit():
-        raise IdentityError(Reason.BAD_DATE, f"field {name} is not YYYYMMDD")
+        raise IdentityError(IdentityReason.BAD_DATE, f"field {name} is not YYYYMMDD")
     try:
         return date(int(value[:4]), int(value[4:6]), int(value[6:]))
     except ValueError:
-        raise IdentityError(Reason.BAD_DATE, f"field {name} is not a calendar date") from None
+        raise IdentityError(
+            IdentityReason.BAD_DATE, f"field {name} is not a calendar date"
+        ) from None
 
 
 def _until(value: str) -> date | None:
@@ -342,14 +354,14 @@ def _sex(fields: Mapping[str, str]) -> Sex:
     try:
         return Sex(fields.get("sex", ""))
     except ValueError:
-        raise IdentityError(Reason.UNKNOWN_SEX, "sex code is not 1 or 2") from None
+        raise IdentityError(IdentityReason.UNKNOWN_SEX, "sex code is not 1 or 2") from None
 
 
 def _count(value: str, name: str) -> int | None:
     if not value:
         return None
     if not _DIGITS.fullmatch(value):
-        raise IdentityError(Reason.BAD_FIELD, f"field {name} is not a number")
+        raise IdentityError(IdentityReason.BAD_FIELD, f"field {name} is not a number")
     return int(value)
 
 
@@ -366,12 +378,12 @@ def _resident(fields: Mapping[str, str]) -> Identity:
     sex, birth, valid_from, valid_until = _common(fields)
     nation = fields.get("nation", "")
     if nation not in NATIONS:
-        raise IdentityError(Reason.UNKNOWN_NATION, "nation code not in GB 3304")
+        raise IdentityError(IdentityReason.UNKNOWN_NATION, "nation code not in GB 3304")
     number = _required(fields, "id_number")
     validate_id_number(number, birth, sex)
     if number.startswith(_HMT_PREFIXES) or number.startswith("9"):
         raise IdentityError(
-            Reason.ID_TYPE_MISMATCH,
+            IdentityReason.ID_TYPE_MISMATCH,
             "number belongs to a permit or foreign card, not a resident card",
         )
     return Identity(
@@ -395,7 +407,7 @@ def _hmt_permit(fields: Mapping[str, str]) -> Identity:
     validate_id_number(number, birth, sex)
     if not number.startswith(_HMT_PREFIXES):
         raise IdentityError(
-            Reason.ID_TYPE_MISMATCH, "residence permit number must start with 81, 82 or 83"
+            IdentityReason.ID_TYPE_MISMATCH, "residence permit number must start with 81, 82 or 83"
         )
     return Identity(
         card_type=CardType.HMT_RESIDENCE_PERMIT,
@@ -415,7 +427,7 @@ def _hmt_permit(fields: Mapping[str, str]) -> Identity:
 def _nationality(fields: Mapping[str, str]) -> str:
     value = fields.get("nationality", "")
     if not _ALPHA3.fullmatch(value):
-        raise IdentityError(Reason.BAD_FIELD, "nationality is not a 3-letter code")
+        raise IdentityError(IdentityReason.BAD_FIELD, "nationality is not a 3-letter code")
     return value
 
 
@@ -424,9 +436,11 @@ def _foreign_2017(fields: Mapping[str, str]) -> Identity:
     sex, birth, valid_from, valid_until = _common(fields)
     number = _required(fields, "id_number")
     if not _FOREIGN15.fullmatch(number):
-        raise IdentityError(Reason.BAD_ID_FORMAT, "number must be 3 letters and 12 digits")
+        raise IdentityError(IdentityReason.BAD_ID_FORMAT, "number must be 3 letters and 12 digits")
     if number[5:11] != f"{birth:%y%m%d}":
-        raise IdentityError(Reason.BIRTH_MISMATCH, "birth date in the number differs from birth")
+        raise IdentityError(
+            IdentityReason.BIRTH_MISMATCH, "birth date in the number differs from birth"
+        )
     return Identity(
         card_type=CardType.FOREIGN_PERMANENT_2017,
         name=fields.get("name", ""),
@@ -453,12 +467,14 @@ def _join_english_name(first: str, rest: str) -> str:
 def _foreign_2023(fields: Mapping[str, str]) -> Identity:
     name_en = _join_english_name(fields.get("name_en", ""), fields.get("name_en_ext", ""))
     if not name_en:
-        raise IdentityError(Reason.MISSING_FIELD, "field name_en is empty")
+        raise IdentityError(IdentityReason.MISSING_FIELD, "field name_en is empty")
     sex, birth, valid_from, valid_until = _common(fields)
     number = _required(fields, "id_number")
     validate_id_number(number, birth, None)
     if not number.startswith("9"):
-        raise IdentityError(Reason.ID_TYPE_MISMATCH, "2023 foreign card number must start with 9")
+        raise IdentityError(
+            IdentityReason.ID_TYPE_MISMATCH, "2023 foreign card number must start with 9"
+        )
     return Identity(
         card_type=CardType.FOREIGN_PERMANENT_2023,
         name=fields.get("name", ""),

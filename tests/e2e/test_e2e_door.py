@@ -210,10 +210,18 @@ def test_pin_reentry_and_lockout_after_wrong_pins(site: SimulatedSite) -> None:
     for _ in range(3):
         building.keypad(DOOR, "000000#")
         time.sleep(0.5)
-    alert = building.platform.wait_for_event("alert.brute_force", after_seq=mark)["body"]
-    assert alert["kind"] == "pin"
     building.keypad(DOOR, "482916#")
     assert stays_locked(site, DOOR), "during the lockout even the right PIN is refused"
+    locked = building.platform.wait_for_event(
+        "access.denied", lambda b: b["reason"] == "pin_locked_out", after_seq=mark
+    )["body"]
+    assert locked["method"] == "pin"
+    wrong = [
+        m["body"]["reason"]
+        for m in building.platform.received("access.denied")
+        if m["seq"] > mark and m["body"]["reason"] == "pin_wrong"
+    ]
+    assert len(wrong) == 3
 
 
 def test_remote_unlock_is_recorded_then_carried_out(site: SimulatedSite) -> None:

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_sim.broker import MosquittoBroker
 from firmware_sim.platform import PlatformSim, SimKeys
+from firmware_sim.polling import wait_until
 from tests.support.mqtt import (
     REPO,
     GatewayRig,
@@ -29,7 +30,6 @@ from tests.support.mqtt import (
     free_port,
     have_mosquitto,
     make_pki,
-    wait_until,
     write_key_files,
 )
 

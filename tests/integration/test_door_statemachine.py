@@ -43,7 +43,8 @@ from agent.contract.messages import make_envelope
 from agent.contract.seal import seal
 from agent.door.alerts import AlertPolicy, AlertRules
 from agent.door.decision import SitePolicy
-from agent.door.flow import DoorDevices, DoorFlow, FlowSettings
+from agent.door.doors import DoorDevices, FlowSettings
+from agent.door.flow import DoorFlow
 from agent.face.detect import Reason
 from agent.face.verify import FaceSettings, VerifyResult
 from agent.grants.store import GrantStore

@@ -20,7 +20,8 @@ from agent.sync.link import Link
 from firmware_sim.broker import MosquittoBroker
 from firmware_sim.netcut import NetCut
 from firmware_sim.platform import PlatformSim, SimKeys
-from tests.support.mqtt import REPO, World, have_mosquitto, wait_until, write_key_files
+from firmware_sim.polling import wait_until
+from tests.support.mqtt import REPO, World, have_mosquitto, write_key_files
 
 pytestmark = [
     pytest.mark.skipif(not have_mosquitto(), reason="mosquitto is not installed"),

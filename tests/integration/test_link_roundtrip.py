@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from agent.contract.messages import format_time, utc_now
-from tests.support.mqtt import World, have_mosquitto, wait_until
+from firmware_sim.polling import wait_until
+from tests.support.mqtt import World, have_mosquitto
 
 pytestmark = pytest.mark.skipif(not have_mosquitto(), reason="mosquitto is not installed")
 

@@ -21,7 +21,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config.schema import load_config
-from agent.door.flow import Outcome
+from agent.door.doors import VisitOutcome
 from agent.runtime.gateway import Gateway, build_gateway
 from agent.runtime.metrics import (
     FACE_COUNTERS,
@@ -163,10 +163,10 @@ def test_a_reader_nobody_answers_shows_down_with_timeouts(gateway: Gateway) -> N
 
 def test_decisions_are_counted_and_timed(gateway: Gateway) -> None:
     metrics = Metrics(gateway)
-    metrics.observe_outcome(Outcome("L101", True, "card_and_face", "", (5, 6), 420.0))
-    metrics.observe_outcome(Outcome("L101", False, "face_mismatch", "", (7,), 900.0))
-    metrics.observe_outcome(Outcome("L102", False, "no_grant", "", (8,), 12.0))
-    metrics.observe_outcome(Outcome("L102", False, "no_grant", "", (9,), 3.0))
+    metrics.observe_outcome(VisitOutcome("L101", True, "card_and_face", "", (5, 6), 420.0))
+    metrics.observe_outcome(VisitOutcome("L101", False, "face_mismatch", "", (7,), 900.0))
+    metrics.observe_outcome(VisitOutcome("L102", False, "no_grant", "", (8,), 12.0))
+    metrics.observe_outcome(VisitOutcome("L102", False, "no_grant", "", (9,), 3.0))
     metrics.observe_face(180.0)
     metrics.observe_face(650.0)
     s = scrape(metrics)
@@ -212,7 +212,7 @@ def test_every_counter_the_parts_keep_is_exported(gateway: Gateway) -> None:
 
 def test_no_personal_data_or_unbounded_values_in_labels(gateway: Gateway) -> None:
     metrics = Metrics(gateway)
-    metrics.observe_outcome(Outcome("L101", False, "no_grant", "", (1,), 5.0))
+    metrics.observe_outcome(VisitOutcome("L101", False, "no_grant", "", (1,), 5.0))
     allowed = {"lock", "bus", "state", "result", "reason", "section", "le", "cause"}
     allowed |= {"gateway", "version"}
     for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
@@ -239,7 +239,7 @@ def test_docs_list_exactly_the_series_served(gateway: Gateway, repo_root: Path) 
     gateway.processor.last_sync_at = "2026-01-01T00:00:00Z"
     gateway.clock.observe_trusted(time.time())
     metrics = Metrics(gateway)
-    metrics.observe_outcome(Outcome("L101", False, "no_grant", "", (1,), 5.0))
+    metrics.observe_outcome(VisitOutcome("L101", False, "no_grant", "", (1,), 5.0))
     served = set()
     for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
         if family.name.endswith("_created"):
@@ -304,7 +304,7 @@ def test_start_metrics_counts_the_flows_decisions_and_keeps_its_hook(gateway: Ga
 def test_a_failing_metrics_hook_does_not_disturb_the_door(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: Metrics, outcome: Outcome) -> None:
+    def broken(self: Metrics, outcome: VisitOutcome) -> None:
         raise RuntimeError("metrics broke")
 
     monkeypatch.setattr(Metrics, "observe_outcome", broken)

@@ -19,7 +19,8 @@ from drivers.osdp import (
     UnknownLock,
     alerts_for,
 )
-from tests.support.osdp import KEY, sim_and_bus, state_of, wait_until
+from firmware_sim.polling import wait_until
+from tests.support.osdp import KEY, sim_and_bus, state_of
 
 ADDRESSES_16 = list(range(1, 17))
 

@@ -13,7 +13,7 @@ from agent.cli.common import EXIT_USAGE, UserError
 from agent.cli.locks import register
 from agent.devices.lockkeys import LockKeyStore
 from firmware_sim.locks import SimBus
-from tests.support.osdp import wait_until
+from firmware_sim.polling import wait_until
 
 
 def run(argv: list[str]) -> int:

@@ -21,8 +21,9 @@ from typing import Any
 from firmware_sim.broker import MosquittoBroker, free_port
 from firmware_sim.building import DEFAULT_GATEWAY_ID
 from firmware_sim.building_ctl import ServedBuilding
+from firmware_sim.polling import wait_until
 from firmware_sim.site import SimulatedSite
-from tests.support.mqtt import Pki, make_pki, wait_until
+from tests.support.mqtt import Pki, make_pki
 
 GATEWAY_CN = f"gw-{DEFAULT_GATEWAY_ID}"
 REPO = Path(__file__).resolve().parents[2]

@@ -20,10 +20,7 @@ from agent.devices.wlt import (
     decode_card_photo,
     decoder_from_settings,
     make_decoder,
-    open_card_photo,
-    seal_card_photo,
 )
-from agent.state.secretbox import SecretBox
 from tests.support.idcard import FACES
 
 WLT = b"WLf\x00" + bytes(range(256)) * 3 + bytes(252)
@@ -165,10 +162,3 @@ def test_bad_decoder_settings() -> None:
         decoder_from_settings("command", command="")
     with pytest.raises(ValueError, match="path"):
         make_decoder({"kind": "library"})
-
-
-def test_photo_sealed_for_the_record(tmp_path: Path) -> None:
-    box = SecretBox.load_or_create(tmp_path / "key")
-    blob = seal_card_photo(box, WLT, "wlt")
-    assert WLT not in blob
-    assert open_card_photo(box, blob) == (WLT, "wlt")

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from drivers.idcard.codec import (
     PREAMBLE,
     BadFrame,
-    Command,
     FrameError,
     IdCardError,
+    ReaderCommand,
     Reply,
     ReplyParser,
     SamStatusError,
@@ -42,9 +42,9 @@ def read_reply(text: bytes, photo: bytes) -> bytes:
 
 
 def test_command_frames_match_the_contract() -> None:
-    assert encode_command(Command.FIND_CARD).hex(" ") == "aa aa aa 96 69 00 03 20 01 22"
-    assert encode_command(Command.SELECT_CARD).hex(" ") == "aa aa aa 96 69 00 03 20 02 21"
-    assert encode_command(Command.READ_TEXT_PHOTO).hex(" ") == "aa aa aa 96 69 00 03 30 01 32"
+    assert encode_command(ReaderCommand.FIND_CARD).hex(" ") == "aa aa aa 96 69 00 03 20 01 22"
+    assert encode_command(ReaderCommand.SELECT_CARD).hex(" ") == "aa aa aa 96 69 00 03 20 02 21"
+    assert encode_command(ReaderCommand.READ_TEXT_PHOTO).hex(" ") == "aa aa aa 96 69 00 03 30 01 32"
 
 
 def test_find_reply_from_the_contract_parses() -> None:

@@ -10,7 +10,7 @@ from drivers.idcard.identity import (
     NATIONS,
     CardType,
     IdentityError,
-    Reason,
+    IdentityReason,
     Sex,
     check_digit,
     is_valid_id_number,
@@ -66,28 +66,32 @@ def test_wrong_check_digit_is_refused() -> None:
     card = sample_card()
     last = card.id_number[-1]
     card.id_number = card.id_number[:-1] + ("0" if last != "0" else "1")
-    assert refused(card).reason is Reason.BAD_CHECK_DIGIT
+    assert refused(card).reason is IdentityReason.BAD_CHECK_DIGIT
 
 
 def test_bad_number_format_is_refused() -> None:
-    assert refused(sample_card(id_number="11010119900307121")).reason is Reason.BAD_ID_FORMAT
-    assert refused(sample_card(id_number="1101011990030712AX")).reason is Reason.BAD_ID_FORMAT
+    assert (
+        refused(sample_card(id_number="11010119900307121")).reason is IdentityReason.BAD_ID_FORMAT
+    )
+    assert (
+        refused(sample_card(id_number="1101011990030712AX")).reason is IdentityReason.BAD_ID_FORMAT
+    )
 
 
 def test_birth_mismatch_is_refused() -> None:
     card = sample_card(birth="19900308")  # number says 19900307
-    assert refused(card).reason is Reason.BIRTH_MISMATCH
+    assert refused(card).reason is IdentityReason.BIRTH_MISMATCH
 
 
 def test_sex_mismatch_is_refused() -> None:
-    assert refused(sample_card(sex="2")).reason is Reason.SEX_MISMATCH
+    assert refused(sample_card(sex="2")).reason is IdentityReason.SEX_MISMATCH
 
 
 def test_expired_and_not_yet_valid_cards_are_refused() -> None:
     err = refused(sample_card(valid_from="20100101", valid_until="20200101"))
-    assert err.reason is Reason.EXPIRED
+    assert err.reason is IdentityReason.EXPIRED
     err = refused(sample_card(valid_from="20270101", valid_until="20470101"))
-    assert err.reason is Reason.NOT_YET_VALID
+    assert err.reason is IdentityReason.NOT_YET_VALID
     # The last day of validity still counts.
     card = sample_card(valid_from="20060601", valid_until="20260601")
     assert parse_identity(card.text_block(), TODAY).valid_until == TODAY
@@ -102,9 +106,9 @@ def test_long_term_validity_has_no_end() -> None:
 
 
 def test_bad_dates_are_refused() -> None:
-    assert refused(sample_card(valid_until="20401301")).reason is Reason.BAD_DATE
-    assert refused(sample_card(valid_from="2020-1-1")).reason is Reason.BAD_DATE
-    assert refused(sample_card(valid_until="20100101")).reason is Reason.BAD_VALIDITY
+    assert refused(sample_card(valid_until="20401301")).reason is IdentityReason.BAD_DATE
+    assert refused(sample_card(valid_from="2020-1-1")).reason is IdentityReason.BAD_DATE
+    assert refused(sample_card(valid_until="20100101")).reason is IdentityReason.BAD_VALIDITY
 
 
 @pytest.mark.parametrize("code", sorted(NATIONS))
@@ -114,9 +118,9 @@ def test_every_nation_code(code: str) -> None:
 
 
 def test_unknown_nation_and_sex_are_refused() -> None:
-    assert refused(sample_card(nation="57")).reason is Reason.UNKNOWN_NATION
-    assert refused(sample_card(nation="")).reason is Reason.UNKNOWN_NATION
-    assert refused(sample_card(sex="0")).reason is Reason.UNKNOWN_SEX
+    assert refused(sample_card(nation="57")).reason is IdentityReason.UNKNOWN_NATION
+    assert refused(sample_card(nation="")).reason is IdentityReason.UNKNOWN_NATION
+    assert refused(sample_card(sex="0")).reason is IdentityReason.UNKNOWN_SEX
 
 
 def test_female_card() -> None:
@@ -126,8 +130,8 @@ def test_female_card() -> None:
 
 
 def test_missing_fields_are_refused() -> None:
-    assert refused(sample_card(name="")).reason is Reason.MISSING_FIELD
-    assert refused(sample_card(address="")).reason is Reason.MISSING_FIELD
+    assert refused(sample_card(name="")).reason is IdentityReason.MISSING_FIELD
+    assert refused(sample_card(address="")).reason is IdentityReason.MISSING_FIELD
 
 
 def test_hmt_residence_permit() -> None:
@@ -145,7 +149,7 @@ def test_foreign_permanent_2017() -> None:
     assert ident.name_en == "SMITH, JOHN" and ident.name == "史密斯"
     assert ident.nationality == "USA" and ident.id_number == card.id_number
     card.birth = "19850506"
-    assert refused(card).reason is Reason.BIRTH_MISMATCH
+    assert refused(card).reason is IdentityReason.BIRTH_MISMATCH
 
 
 def test_foreign_permanent_2023_long_english_name() -> None:
@@ -162,23 +166,23 @@ def test_card_types_are_never_confused() -> None:
     # A permit number on a resident layout, a resident number on a permit layout.
     hmt = other_cards()[HMT_PERMIT]
     resident = sample_card(id_number=hmt.id_number, birth=hmt.birth, sex=hmt.sex)
-    assert refused(resident).reason is Reason.ID_TYPE_MISMATCH
+    assert refused(resident).reason is IdentityReason.ID_TYPE_MISMATCH
     hmt.id_number = sample_card().id_number
     hmt.birth, hmt.sex = "19900307", "1"
-    assert refused(hmt).reason is Reason.ID_TYPE_MISMATCH
+    assert refused(hmt).reason is IdentityReason.ID_TYPE_MISMATCH
     # An unknown type marker is refused as such, never read as a resident card.
     block = bytearray(sample_card().text_block())
     block[248:250] = "Z".encode("utf-16-le")
     with pytest.raises(IdentityError) as err:
         parse_identity(bytes(block), TODAY)
-    assert err.value.reason is Reason.UNKNOWN_CARD_TYPE
+    assert err.value.reason is IdentityReason.UNKNOWN_CARD_TYPE
 
 
 def test_site_may_refuse_other_card_types() -> None:
     card = other_cards()[FOREIGN_2023]
     with pytest.raises(IdentityError) as err:
         parse_identity(card.text_block(), TODAY, accepted=frozenset({CardType.RESIDENT}))
-    assert err.value.reason is Reason.CARD_TYPE_NOT_ACCEPTED
+    assert err.value.reason is IdentityReason.CARD_TYPE_NOT_ACCEPTED
 
 
 def test_names_of_1_to_15_characters_and_addresses_up_to_35() -> None:
@@ -205,11 +209,11 @@ def test_validate_id_number_without_birth() -> None:
     validate_id_number("11010519491231002X")
     with pytest.raises(IdentityError) as err:
         validate_id_number("11010519491231002X", birth=date(1949, 12, 30))
-    assert err.value.reason is Reason.BIRTH_MISMATCH
+    assert err.value.reason is IdentityReason.BIRTH_MISMATCH
 
 
 def test_birth_in_the_future_is_refused() -> None:
     birth = date(2030, 1, 1)
     card = sample_card(birth="20300101", id_number=make_id_number(birth, "110101", 1))
     card.valid_from = "20200101"
-    assert refused(card).reason is Reason.BIRTH_IN_FUTURE
+    assert refused(card).reason is IdentityReason.BIRTH_IN_FUTURE

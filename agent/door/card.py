@@ -1,0 +1,205 @@
+"""The card visit: card → grants → face (and liveness) → decision → records → unlock."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from agent.door.decision import Decision, DoorHistory, FaceOutcome, Presentation, decide
+from agent.door.doors import DoorDevices, FlowSettings, Record, VisitOutcome
+from agent.door.opening import DoorOpener
+from agent.door.records import checkin_verified, door_opened
+from agent.face import FaceWorker, verify_attempts
+from agent.grants.enrol import enroll_template
+from agent.grants.model import VerifiedGuest
+from agent.grants.store import GrantStore
+from agent.state.clock import ClockGuard
+from drivers.camera.sources import FrameSource
+from drivers.idcard.identity import Identity, IdentityError, parse_identity
+from drivers.idcard.reader import CardRead
+
+_CHINA = dt.timezone(dt.timedelta(hours=8))
+
+
+class CardVisit:
+    """Decides a card presented at a door and ends the visit (blocking work off the loop)."""
+
+    def __init__(
+        self,
+        *,
+        grants: GrantStore,
+        face: FaceWorker | None,
+        clock: ClockGuard,
+        settings: FlowSettings,
+        opener: DoorOpener,
+        history: Callable[[str], DoorHistory],
+        card_photo_image: Callable[[bytes, str], bytes | None] | None = None,
+    ) -> None:
+        self._grants = grants
+        self._face = face
+        self._clock = clock
+        self._settings = settings
+        self._opener = opener
+        self._history = history
+        self._card_photo_image = card_photo_image
+        # Observers of each face check's latency (metrics); they must not raise.
+        self.face_observers: list[Callable[[float], None]] = []
+
+    async def visit(self, door: DoorDevices, card: CardRead) -> VisitOutcome:
+        """One presentation of ``card`` at ``door``."""
+        started = time.perf_counter()
+        now = self._clock.now()
+        today = dt.datetime.fromtimestamp(now, dt.UTC).astimezone(_CHINA).date()
+        identity: Identity | None = None
+        problem: str | None = None
+        try:
+            identity = parse_identity(card.text, today=today)
+        except IdentityError as exc:
+            problem = exc.reason.value
+        number = identity.id_number if identity is not None else None
+        candidates: list[VerifiedGuest] = []
+        if number is not None:
+            candidates = await asyncio.to_thread(self._grants.guests_for_card, number)
+        presentation = Presentation(
+            lock=door.lock_id, kind="card", card_problem=problem, id_number=number
+        )
+        decision = self._decide(presentation, candidates)
+        face_result: Any = None
+        liveness_doc: dict[str, Any] = {"mode": "off"}
+        if decision.needs_face and decision.guest is not None:
+            face_outcome, face_result, liveness_doc = await self._check_face(
+                door, decision.guest, decision.liveness, card
+            )
+            presentation = Presentation(
+                lock=door.lock_id,
+                kind="card",
+                card_problem=problem,
+                id_number=number,
+                face=face_outcome,
+            )
+            decision = self._decide(presentation, candidates)
+        if not decision.granted:
+            return await self._opener.refuse(
+                door, decision, started, id_number=number, method="id_card", face_result=face_result
+            )
+        assert decision.guest is not None and identity is not None
+        guest = decision.guest
+        records: list[Record] = []
+        if decision.first_entry:
+            records.append(
+                (
+                    "checkin.verified",
+                    checkin_verified(
+                        lock=door.lock_id,
+                        room=guest.room or door.room,
+                        grant_id=guest.grant_id,
+                        guest_id=guest.guest_id,
+                        identity=identity,
+                        card_photo=card.photo,
+                        card_photo_format=card.photo_format,
+                        live_jpeg=face_result.face_jpeg or b"",
+                        face_distance=float(face_result.distance or 0.0),
+                        face_threshold=float(face_result.threshold),
+                        liveness=liveness_doc,
+                        at=now,
+                    ),
+                )
+            )
+        records.append(
+            (
+                "door.opened",
+                door_opened(
+                    lock=door.lock_id,
+                    method=list(decision.factors),
+                    at=now,
+                    grant_id=guest.grant_id,
+                ),
+            )
+        )
+        return await self._opener.admit(
+            door, decision, records, started, now=now, checkin=(guest.grant_id, guest.guest_id, now)
+        )
+
+    def _decide(self, presentation: Presentation, candidates: list[VerifiedGuest]) -> Decision:
+        return decide(
+            presentation,
+            candidates,
+            self._history(presentation.lock),
+            self._settings.policy,
+            self._clock.now(),
+            self._clock.last_contact(),
+        )
+
+    async def _check_face(
+        self, door: DoorDevices, guest: VerifiedGuest, liveness: str, card: CardRead
+    ) -> tuple[FaceOutcome, Any, dict[str, Any]]:
+        if self._face is None or door.camera is None:
+            return FaceOutcome(False, None, 0.0, "no_camera"), None, {"mode": "off"}
+        reference = await asyncio.to_thread(self._reference, guest, card)
+        if reference is None:
+            return FaceOutcome(False, None, 0.0, "no_reference"), None, {"mode": "off"}
+        liveness_doc: dict[str, Any] = {"mode": liveness}
+        liveness_passed: bool | None = None
+        if liveness != "off" and self._face.settings.liveness == "off":
+            # The grant asks for liveness but the site has not loaded a liveness model.
+            liveness_passed = False
+            liveness_doc.update({"passed": False, "detail": "no liveness model at this site"})
+        elif liveness != "off":
+            frames = await asyncio.to_thread(_burst, door.camera, self._settings.liveness_frames)
+            result = await asyncio.to_thread(
+                self._face.liveness, frames, self._settings.face_timeout_s * 2
+            )
+            liveness_passed = bool(result.passed)
+            liveness_doc.update({"passed": liveness_passed, "detail": str(result.reason)})
+        face, camera = self._face, door.camera
+        last = await asyncio.to_thread(
+            lambda: verify_attempts(
+                face,
+                camera.read,
+                reference,
+                attempts=self._settings.face_attempts,
+                deadline_s=self._settings.face_timeout_s * self._settings.face_attempts,
+            )
+        )
+        for observe in self.face_observers:
+            observe(float(last.elapsed_ms))
+        outcome = FaceOutcome(
+            bool(last.accepted),
+            None if last.distance is None else float(last.distance),
+            float(last.threshold),
+            str(last.reason),
+            liveness_passed,
+        )
+        return outcome, last, liveness_doc
+
+    def _reference(self, guest: VerifiedGuest, card: CardRead) -> bytes | None:
+        """The guest's template: stored, or made now from the grant (or decoded card) photo."""
+        assert self._face is not None
+        template = self._grants.template(guest.grant_id, guest.guest_id)
+        if template is not None:
+            return template
+        if guest.has_photo:
+            return enroll_template(self._grants, self._face, guest.grant_id, guest.guest_id)
+        if self._card_photo_image is None:
+            return None
+        photo = self._card_photo_image(card.photo, card.photo_format)
+        if photo is None:
+            return None
+        made = self._face.encode_reference(photo, self._settings.face_timeout_s * 2)
+        return made if isinstance(made, bytes) else None
+
+
+def _burst(camera: FrameSource, count: int) -> list[np.ndarray]:
+    frames = []
+    for _ in range(count * 2):
+        frame = camera.read()
+        if frame is not None:
+            frames.append(frame)
+            if len(frames) >= count:
+                break
+    return frames
