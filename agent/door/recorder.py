@@ -36,7 +36,16 @@ class VisitRecorder:
         with self._store.write() as conn:
             seqs = tuple(self._outbox.enqueue_in(conn, t, b) for t, b in records)
             if checkin is not None:
-                self._grants.mark_checked_in(conn, *checkin)
+                # The mark carries the seq of its checkin.verified record, under one MAC.
+                seq = next(
+                    (
+                        q
+                        for q, (t, _b) in zip(seqs, records, strict=True)
+                        if t == "checkin.verified"
+                    ),
+                    None,
+                )
+                self._grants.mark_checked_in(conn, *checkin, seq=seq)
         self._outbox.notify()
         return seqs
 

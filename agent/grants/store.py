@@ -44,6 +44,7 @@ from agent.contract.keys import PlatformKeys
 from agent.contract.messages import Command, parse_time
 from agent.contract.seal import SealError, verify_jws
 from agent.grants.model import GrantPolicy, VerifiedGuest
+from agent.state.incidents import record_incident
 from agent.state.rowmac import RowMac
 from agent.state.secretbox import SecretBox, SecretBoxError
 from agent.state.store import Store, utc_now_iso
@@ -96,6 +97,11 @@ class GrantStore:
         self._reported: set[str] = set()
         if store.migrated_from < _MAC_SCHEMA:
             self._adopt()
+
+    @property
+    def row_macs(self) -> RowMac:
+        """The row authenticator under the same local key (for other authenticated rows)."""
+        return self._macs
 
     # -- applying platform commands (inside the command's transaction) ----------------
 
@@ -303,10 +309,7 @@ class GrantStore:
         if own:
             conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                "INSERT INTO incidents (kind, detail, at) VALUES (?, ?, ?)",
-                ("state_tampered", what, utc_now_iso()),
-            )
+            record_incident(conn, "state_tampered", what, utc_now_iso())
         except BaseException:
             if own:
                 conn.execute("ROLLBACK")
