@@ -108,6 +108,8 @@ class GrantStore:
     def apply(self, conn: sqlite3.Connection, command: Command) -> None:
         """Carry out ``grant.put``, ``grant.revoke`` or ``grant.sync`` on ``conn``."""
         now = time.time()
+        # A tampered set stays refused through puts and revokes; grant.sync rebuilds it.
+        intact = self._set_intact(conn)
         if command.type == "grant.put":
             self._store_signed(conn, command)
             self._put(conn, command.id, command.body, now)
@@ -130,7 +132,8 @@ class GrantStore:
         else:
             raise ValueError(f"not a grant command: {command.type}")
         _delete_unreferenced(conn)
-        self._seal_set(conn)
+        if intact or command.type == "grant.sync":
+            self._seal_set(conn)
 
     def _store_signed(self, conn: sqlite3.Connection, command: Command) -> None:
         sealed = self._box.seal(command.jws_compact.encode("ascii"), f"grant-jws:{command.id}")

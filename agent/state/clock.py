@@ -22,8 +22,10 @@ A power cycle breaks monotonic continuity (the kernel's boot id changes and
 ``CLOCK_BOOTTIME`` restarts). Trusted time then resumes from the persisted
 anchor, never below it, and believes the wall clock forward up to
 ``max_ahead_s`` (the offline grace) past the platform's last ``ts``, since
-nothing else can say how long the power was off; until the platform's next
-``ts`` the state is ``restarted``. The anchor is persisted every
+nothing else can say how long the power was off. That is the one moment the
+wall clock counts beyond the drift; after it, the point where time resumed is
+held like a platform ``ts`` until the platform's next one (state
+``restarted``). The anchor is persisted every
 ``_PERSIST_EVERY_S`` of trusted time and at shutdown.
 
 ``last_contact`` is when (in trusted time) the platform was last heard from,
@@ -52,6 +54,7 @@ _ANCHOR_KEY = "clock_anchor"
 _CONTACT_KEY = "platform_last_contact"
 _PLATFORM_TS_KEY = "platform_last_ts"
 _PLATFORM_POINT_KEY = "platform_point"
+_RESUME_KEY = "clock_resume_point"
 # Persist the anchor at most this often from readings alone (each write fsyncs).
 _PERSIST_EVERY_S = 30.0
 # A wall clock this far behind trusted time is reported (NTP steps are smaller).
@@ -198,6 +201,7 @@ class ClockGuard:
         self._lock = threading.Lock()
         self._boot_id = sources.boot_id()
         self._started_b = sources.boot()
+        self._last_b = self._started_b
         contact = self._read(_CONTACT_KEY)
         self._last_contact = float(contact) if contact is not None else None
         platform_ts = self._read(_PLATFORM_TS_KEY)
@@ -207,7 +211,6 @@ class ClockGuard:
         anchor = _Point.load(self._read(_ANCHOR_KEY))
         b = self._started_b
         resumed = anchor.at(b, self._boot_id) if anchor is not None else None
-        self._restarted = resumed is None and mark > 0.0
         if resumed is not None:
             start = max(mark, resumed)
         else:
@@ -215,6 +218,17 @@ class ClockGuard:
             # as far as the platform's last ts plus the offline grace allows.
             start = max(mark, min(sources.wall(), self._reboot_ceiling()))
         self._anchor = _Point(start, b, self._boot_id)
+        # After a power cycle the wall clock was believed once, just now; from here on it is
+        # held to the drift past this point, as past a platform ts, until the platform speaks.
+        saved_resume = _Point.load(self._read(_RESUME_KEY))
+        if resumed is None and mark > 0.0:
+            self._resume: _Point | None = self._anchor
+        elif saved_resume is not None and saved_resume.at(b, self._boot_id) is not None:
+            self._resume = saved_resume  # restarted within the boot that resumed
+        else:
+            self._resume = None
+        heard = self._platform is not None and self._platform.at(b, self._boot_id) is not None
+        self._restarted = self._resume is not None and not heard
         self._last = start
         self._persisted = start if resumed is not None else -math.inf
         self._warned_backwards = False
@@ -230,27 +244,48 @@ class ClockGuard:
 
     def _ceiling(self, b: float) -> float:
         """How far the wall clock is believed: the platform's time carried forward plus drift."""
-        if self._platform is not None:
-            carried = self._platform.at(b, self._boot_id)
-            if carried is not None:
-                return carried + self._drift + (b - self._platform.b) * SLEW_PPM * 1e-6
+        reference = self._reference(b)
+        if reference is not None:
+            carried = reference.at(b, self._boot_id)
+            assert carried is not None
+            return carried + self._drift + (b - reference.b) * SLEW_PPM * 1e-6
         return self._reboot_ceiling()
+
+    def _reference(self, b: float) -> _Point | None:
+        """The point the wall clock is judged from: the platform's last ts in this boot,
+        else where trusted time resumed after a power cycle."""
+        for point in (self._platform, self._resume):
+            if point is not None and point.at(b, self._boot_id) is not None:
+                return point
+        return None
+
+    def _rebased(self, point: _Point, b: float) -> _Point:
+        carried = point.at(self._last_b, self._boot_id)
+        return _Point(point.t if carried is None else carried, b, self._boot_id)
 
     def _compute(self) -> tuple[float, float, float]:
         """(trusted, wall, monotonic) now; advances the floor. Call with the lock held."""
         wall, b = self._src.wall(), self._src.boot()
+        if b < self._last_b:
+            # The monotonic clock went back within one boot (it must not; a broken or
+            # hostile kernel): no time passed, both points carry on from here.
+            self._anchor = self._rebased(self._anchor, b)
+            if self._platform is not None and self._platform.boot_id == self._boot_id:
+                self._platform = self._rebased(self._platform, b)
+            if self._resume is not None:
+                self._resume = self._rebased(self._resume, b)
+        self._last_b = b
         base = self._anchor.at(b, self._boot_id)
-        if base is None:  # the monotonic clock went back within a boot id: re-anchor
+        if base is None:
             self._anchor = _Point(self._last, b, self._boot_id)
             base = self._last
         # Neither the monotonic estimate nor the wall clock may run past the ceiling (the
         # platform's time carried forward, plus drift): an excess pauses, never grows.
         # (After a power cycle the ceiling is a constant, so it bounds the wall clock only.)
         ceiling = self._ceiling(b)
-        carried = None if self._platform is None else self._platform.at(b, self._boot_id)
         trusted = max(
             self._last,
-            min(base, ceiling) if carried is not None else base,
+            min(base, ceiling) if self._reference(b) is not None else base,
             min(wall, ceiling),
         )
         self._last = trusted
@@ -384,6 +419,8 @@ class ClockGuard:
                 rows.append((_PLATFORM_POINT_KEY, self._platform.dump()))
             if self._last_contact is not None:
                 rows.append((_CONTACT_KEY, repr(self._last_contact)))
+            if self._resume is not None:
+                rows.append((_RESUME_KEY, self._resume.dump()))
         with self._store.write() as conn:
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
         with self._lock:
