@@ -350,12 +350,15 @@ class ClockGuard:
                 if ts > trusted:
                     self._anchor = _Point(ts, b, self._boot_id)
                     self._last = trusted = ts
-                carried = None if self._platform is None else self._platform.at(b, self._boot_id)
+                # Only a ts at or past the current reference replaces it: an old one (a
+                # command that waited at the broker) would hold time back.
+                reference = self._reference(b)
+                carried = None if reference is None else reference.at(b, self._boot_id)
                 if carried is None or ts >= carried:
                     self._platform = _Point(ts, b, self._boot_id)
+                    self._restarted = False
                 self._platform_ts = max(self._platform_ts or 0.0, ts)
                 self._last_contact = max(self._last_contact or 0.0, trusted)
-                self._restarted = False
         if skewed:
             log.warning(
                 "platform ts too far ahead of trusted time; refused",

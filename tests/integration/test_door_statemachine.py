@@ -387,6 +387,8 @@ class DoorMachine(RuleBasedStateMachine):
                 marks = ",".join("?" * len(row))
                 db.execute(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", row)
         db.close()
+        # the revoked grant's own guest at its own door: still refused
+        self._present(grant.guests[0], grant.guests[0], grant.locks[0])
 
     @rule()
     def delete_tombstones(self) -> None:
@@ -409,6 +411,9 @@ class DoorMachine(RuleBasedStateMachine):
         lock=st.sampled_from(LOCKS),
     )
     def present_card(self, holder: int, person: int, lock: str) -> None:
+        self._present(holder, person, lock)
+
+    def _present(self, holder: int, person: int, lock: str) -> None:
         self.face.person = person
         name, number = PEOPLE[holder]
         card = sample_card(
