@@ -319,12 +319,14 @@ class DoorMachine(RuleBasedStateMachine):
             saved_rows=saved,
         )
 
-    @rule(slot=st.integers(0, 3))
-    def revoke(self, slot: int) -> None:
+    @rule(slot=st.integers(0, 3), reinsert=st.booleans())
+    def revoke(self, slot: int, reinsert: bool) -> None:
         grant_id = f"G{slot}"
         self._send("grant.revoke", {"grant_id": grant_id, "reason": "checkout"})
         if grant_id in self.grants:
             self.grants[grant_id].revoked = True
+            if reinsert:  # the attacker puts the saved rows straight back
+                self.reinsert_revoked_rows(slot)
 
     @rule(hours=st.sampled_from([0.5, 2, 12, 30]))
     def time_passes(self, hours: float) -> None:
