@@ -72,9 +72,11 @@ class DoorOpener:
         id_number: str | None,
         method: str,
         face_result: Any = None,
+        alerts: list[Record] | None = None,
     ) -> VisitOutcome:
-        """Commit the refusal with its alerts; the denied LED."""
-        records = self._recorder.refusal(
+        """Commit the refusal with its alerts (the rules', and ``alerts`` of the caller's
+        own); the denied LED."""
+        records = list(alerts or []) + self._recorder.refusal(
             door.lock_id,
             decision,
             self._now(),

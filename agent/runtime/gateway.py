@@ -219,6 +219,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
                 offline_grace_s=policy.offline_grace_h * 3600,
                 pin_max_attempts=policy.pin_max_attempts,
                 pin_lockout_s=policy.pin_lockout_s,
+                card_reuse_window_s=policy.card_reuse_window_s,
             ),
             face_attempts=config.face.attempts,
             face_timeout_s=config.face.timeout_s,
