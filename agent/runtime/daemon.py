@@ -24,6 +24,7 @@ from agent.runtime.metrics import Metrics, start_metrics
 from agent.runtime.sdnotify import Notifier, watchdog_interval_s
 from agent.state.incidents import mark_reported, unreported_incidents
 from agent.state.store import Store
+from agent.sync.applier import unlock_seconds
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class Daemon:
             lock = str(args.get("lock", ""))
             if lock not in gw.flow.door_ids():
                 raise ValueError(f"no lock {lock!r} in the configuration")
-            seconds = float(str(args.get("seconds", 3)))
+            seconds = unlock_seconds(args.get("seconds", 3))
             future = asyncio.run_coroutine_threadsafe(
                 gw.flow.remote_unlock(lock, seconds, "technician test"), loop
             )
