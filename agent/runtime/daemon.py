@@ -14,6 +14,7 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from agent import __version__
+from agent.config.preflight import require_runnable
 from agent.config.schema import Config
 from agent.door.records import iso
 from agent.grants.enrol import enroll_pending
@@ -50,7 +51,10 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
 
     def run(self) -> int:
-        """Run until a stop signal; the exit code for the process."""
+        """Run until a stop signal; the exit code for the process. Refuses to start
+        (:class:`PreflightError`) with key files others may read or write, or paths it
+        could not create."""
+        require_runnable(self.config)
         return asyncio.run(self._main())
 
     def request_stop(self) -> None:
