@@ -100,6 +100,7 @@ class CommandProcessor:
         self._now = now
         self._on_verified = on_verified
         self.counters: dict[str, int] = {"received": 0, "applied": 0, "synced": 0}
+        self.drop_log = DropLog()
         self.last_sync_at: str | None = None
 
     def handle(self, payload: bytes) -> CommandOutcome:
@@ -155,6 +156,7 @@ class CommandProcessor:
     def prune(self) -> int:
         """Forget command ids whose exp passed more than a day ago by trusted time (a
         replay is then an exp fail, since trusted time never goes back)."""
+        self.drop_log.flush()
         cutoff = self._now().timestamp() - REPLAY_MARGIN_S
         with self._store.write() as conn:
             return conn.execute("DELETE FROM link_commands WHERE exp < ?", (cutoff,)).rowcount
@@ -185,9 +187,7 @@ class CommandProcessor:
             if row is not None:
                 if row[0]:
                     self._count("rejected_replay")
-                    log.warning(
-                        "command replayed again", extra={"cmd_id": command.id, "type": command.type}
-                    )
+                    self.drop_log.note("replayed_again", f"command {command.id} replayed again")
                     return CommandOutcome("dropped", "replay", command.id)
                 conn.execute(
                     "UPDATE link_commands SET replay_acked = 1 WHERE id = ?", (command.id,)
@@ -270,11 +270,56 @@ class CommandProcessor:
 
     def _drop(self, reason: str, detail: str) -> CommandOutcome:
         self._count(f"dropped_{reason}")
-        log.warning("command dropped", extra={"reason": reason, "error": detail})
+        self.drop_log.note(reason, detail)
         return CommandOutcome("dropped", reason)
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+
+
+class DropLog:
+    """Warning lines for dropped payloads that a flood cannot multiply.
+
+    Anyone on the broker can publish garbage to ``P/cmd``; each drop is counted (the
+    processor's counters), but the log gets the first drop after a quiet interval
+    with its detail, then at most one summary line per ``interval_s`` with the count
+    per reason since the last line.
+    """
+
+    def __init__(
+        self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval = interval_s
+        self._clock = clock
+        self._last: float | None = None
+        self._pending: dict[str, int] = {}
+        self.lines = 0
+
+    def note(self, reason: str, detail: str) -> None:
+        """One dropped payload."""
+        now = self._clock()
+        if self._last is None or now - self._last >= self._interval:
+            if self._pending:
+                self.flush()
+            else:
+                self._last = now
+                self.lines += 1
+                log.warning("command dropped", extra={"reason": reason, "error": detail})
+                return
+        self._pending[reason] = self._pending.get(reason, 0) + 1
+
+    def flush(self) -> None:
+        """Write the summary of drops not yet logged (called by the periodic prune too)."""
+        now = self._clock()
+        if not self._pending or (self._last is not None and now - self._last < self._interval):
+            return
+        counts, self._pending = self._pending, {}
+        self._last = now
+        self.lines += 1
+        log.warning(
+            "commands dropped since the last line",
+            extra={"counts": counts, "interval_s": self._interval},
+        )
 
 
 def _answerable(cmd_id: object) -> bool:
