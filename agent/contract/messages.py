@@ -45,6 +45,7 @@ ALERT_TYPES = frozenset(
         "alert.unknown_card",
         "alert.gateway_incident",
         "alert.outbox_near_full",
+        "alert.card_in_use",
     }
 )
 # Extra event/alert types other parts may add must look like this (and be documented).
