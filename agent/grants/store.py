@@ -509,11 +509,21 @@ class GrantStore:
             guest_rows = conn.execute(
                 "SELECT grant_id, guest_id, template_status, checked_in_at FROM grant_guests"
             ).fetchall()
+            # A grant with any row that fails its checks is listed as not verified.
+            intact = self._set_intact(conn)
+            failing = {
+                row[0]
+                for row in conn.execute(_LOOKUP).fetchall()
+                if not (intact and self._row_ok(row, conn))
+            }
         by_grant: dict[str, dict[str, tuple[str, float | None]]] = {}
         for grant_id, guest_id, status, checked_in in guest_rows:
             by_grant.setdefault(grant_id, {})[guest_id] = (status, checked_in)
         listing: list[dict[str, Any]] = []
         for grant_id, cmd_id in grants:
+            if grant_id in failing:
+                listing.append({"grant_id": grant_id, "verified": False})
+                continue
             try:
                 body = self._verified_grant_body(cmd_id, grant_id)
             except GrantIntegrityError:

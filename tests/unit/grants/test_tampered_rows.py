@@ -86,6 +86,7 @@ def test_a_checked_in_mark_set_in_the_file_opens_nothing(rig: Rig, tmp_path: Pat
     assert not _pin(rig, "4321").granted
     assert not _card(rig).granted  # card alone where re-entry is card-only: refused
     assert _incidents(rig) == ["state_tampered"]
+    assert rig.verified() == {"g-1": False}  # `lockgw grants list` shows it
 
 
 def test_a_real_check_in_is_honoured_and_survives_a_replacement(rig: Rig) -> None:
