@@ -162,6 +162,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
     box = SecretBox.load_or_create(state_dir / "local.key")
     gateway_keys = load_gateway_keys(config.keys.gateway_keys)
     platform_keys = load_platform_keys(config.keys.platform_keys)
+    clock = ClockGuard(store, max_ahead_s=config.policy.offline_grace_h * 3600)
     outbox = Outbox(
         store,
         config.gateway.id,
@@ -169,11 +170,11 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         platform_keys,
         max_bytes=config.outbox.max_bytes,
         warn_ratio=config.outbox.warn_ratio,
+        clock=clock.now,
     )
     journal = Journal()
     outbox.add_record_observer(journal.add)
     grants = GrantStore(store, box, platform_keys)
-    clock = ClockGuard(store, max_ahead_s=config.policy.offline_grace_h * 3600)
     policy = config.policy
     alerts = config.alerts
     rules = AlertRules(AlertPolicy(**alerts.model_dump()))

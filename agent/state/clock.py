@@ -233,6 +233,7 @@ class ClockGuard:
         self._persisted = start if resumed is not None else -math.inf
         self._warned_backwards = False
         self._warned_ahead = False
+        self._incidents: list[tuple[str, str]] = []
         self.counters: dict[str, int] = {"skew_rejected": 0, "confirmed_by_platform": 0}
 
     # -- reading ---------------------------------------------------------------------
@@ -308,24 +309,29 @@ class ClockGuard:
             elif ahead <= self._drift:
                 self._warned_ahead = False
         # Store writes happen outside our lock: callers may hold the store's lock.
-        if persist:
-            self.flush()
         if warn_back:
             log.error(
                 "wall clock is behind trusted time; trusted time keeps running",
                 extra={"behind_s": round(trusted - wall, 1)},
             )
-            self._store.record_incident(
-                "clock_backwards", f"system clock {trusted - wall:.0f} s behind trusted time"
+            self._incidents.append(
+                ("clock_backwards", f"system clock {trusted - wall:.0f} s behind trusted time")
             )
         if warn_ahead:
             log.error(
                 "wall clock is ahead of trusted time; not believed until the platform confirms",
                 extra={"ahead_s": round(wall - trusted, 1)},
             )
-            self._store.record_incident(
-                "clock_ahead", f"system clock {wall - trusted:.0f} s ahead of trusted time"
+            self._incidents.append(
+                ("clock_ahead", f"system clock {wall - trusted:.0f} s ahead of trusted time")
             )
+        # A reading taken inside a write transaction (the outbox stamps envelopes there)
+        # must not open another: persisting and incidents wait for the next reading.
+        if (persist or self._incidents) and not self._store.in_transaction:
+            if persist:
+                self.flush()
+            while self._incidents:
+                self._store.record_incident(*self._incidents.pop(0))
         return trusted
 
     def observe_trusted(self, ts: float) -> bool:

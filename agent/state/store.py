@@ -115,6 +115,11 @@ class Store:
         with self._lock:
             yield self._conn
 
+    @property
+    def in_transaction(self) -> bool:
+        """A write transaction is open on the connection (by this thread or another)."""
+        return self._conn.in_transaction
+
     def schema_version(self) -> int:
         """The ``user_version`` the schema is at."""
         with self.read() as conn:

@@ -21,6 +21,7 @@ out; it is re-armed when the outbox falls below 90 % of that level.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sqlite3
 import threading
@@ -34,7 +35,6 @@ from agent.contract.messages import (
     format_time,
     make_envelope,
     topic_kind,
-    utc_now,
     validate_gateway_message,
 )
 from agent.contract.seal import DEFAULT_MAX_BYTES, seal
@@ -99,6 +99,7 @@ class Outbox:
         self._warn_bytes = int(max_bytes * warn_ratio)
         self._droppable = frozenset(droppable_types)
         self._max_message_bytes = max_message_bytes
+        # Trusted time in the daemon: envelope ts and created_at never follow a wall clock set.
         self._clock = clock
         self._listeners: list[Callable[[], None]] = []
         self._record_observers: list[Callable[[int | None, str, dict[str, Any]], None]] = []
@@ -125,7 +126,7 @@ class Outbox:
                     f"outbox counter was at {last_seq}, below numbers already used; "
                     f"resumed after {floor} (the gap {last_seq + 1}..{floor} was never sent "
                     "from this database)",
-                    format_time(utc_now()),
+                    format_time(self._now()),
                 )
                 log.error(
                     "outbox counter below numbers already used; resumed above them",
@@ -134,6 +135,9 @@ class Outbox:
 
     # -- writing -------------------------------------------------------------
 
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
     def enqueue(self, msg_type: str, body: dict[str, Any]) -> int | None:
         """Seal and store one message; its seq, or None if refused at the bound."""
         with self._store.write() as conn:
@@ -189,7 +193,7 @@ class Outbox:
             self.enqueue_in(
                 conn,
                 "alert.outbox_near_full",
-                {"at": format_time(utc_now()), "bytes": total, "max_bytes": self._max_bytes},
+                {"at": format_time(self._now()), "bytes": total, "max_bytes": self._max_bytes},
             )
         return seq
 
@@ -198,7 +202,7 @@ class Outbox:
     ) -> tuple[int, str]:
         seq = int(conn.execute("SELECT last_seq FROM outbox_meta").fetchone()[0]) + 1
         self._reservation.ensure(seq)
-        envelope = make_envelope(msg_type, self._gw, body, seq=seq, now=utc_now())
+        envelope = make_envelope(msg_type, self._gw, body, seq=seq, now=self._now())
         validate_gateway_message(envelope)
         sealed = seal(
             envelope,
@@ -237,7 +241,7 @@ class Outbox:
                 if chunk[0][0] <= seq <= chunk[-1][1]:
                     chunk_types[msg_type] = chunk_types.get(msg_type, 0) + 1
             notice = {
-                "at": format_time(utc_now()),
+                "at": format_time(self._now()),
                 "seqs": chunk,
                 "count": sum(b - a + 1 for a, b in chunk),
                 "types": chunk_types,

@@ -205,3 +205,19 @@ def test_trusted_time_never_goes_back_and_never_runs_ahead_unconfirmed(
             bound = max(bound, real + DEFAULT_DRIFT_S + slew + 1e-3)
             assert now <= bound
     store.close()
+
+
+def test_a_reading_inside_a_write_transaction_defers_its_writes(store: Store) -> None:
+    clocks = Clocks()
+    guard = _guard(store, clocks)
+    assert guard.observe_trusted(T0)
+    with store.write():  # the outbox stamps envelopes inside its transaction
+        clocks.elapse(120)  # a persist is due
+        clocks.wall_now -= DAY  # and an incident
+        assert guard.now() == pytest.approx(T0 + 120)
+    assert _incidents(store) == []
+    guard.now()  # the next reading outside does both
+    assert _incidents(store) == ["clock_backwards"]
+    with store.read() as conn:
+        mark = conn.execute("SELECT value FROM meta WHERE key = 'clock_high_water'").fetchone()
+    assert float(mark[0]) == pytest.approx(T0 + 120)
