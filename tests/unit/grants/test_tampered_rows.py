@@ -175,3 +175,47 @@ def test_a_pin_lockout_survives_a_restart_and_an_edited_one_is_refused(
     db.close()
     assert lockouts.get("door-1") == LockoutState()
     assert _incidents(rig) == ["state_tampered"]
+
+
+def test_grants_stored_before_row_macs_keep_working_after_the_upgrade(
+    rig: Rig, tmp_path: Path
+) -> None:
+    from agent.state.migrations import MIGRATIONS
+
+    rig.send("grant.put", _grant("g-1", pin="4321"))
+    _check_in(rig, "g-1")
+    old = tmp_path / "old"
+    old.mkdir()
+    # The same grant as a schema-4 database held it (no versions, no MACs).
+    v4 = Store.open(old / "lockgw.db", MIGRATIONS[:4])
+    src = _attacker(tmp_path)
+    with v4.write() as conn:
+        conn.executemany(
+            "INSERT INTO grants_signed VALUES (?, ?, ?, ?)",
+            src.execute("SELECT * FROM grants_signed").fetchall(),
+        )
+        conn.executemany(
+            "INSERT INTO grants (grant_id, cmd_id, valid_from, valid_until, locks, pin_hash,"
+            " received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            src.execute(
+                "SELECT grant_id, cmd_id, valid_from, valid_until, locks, pin_hash, received_at"
+                " FROM grants"
+            ).fetchall(),
+        )
+        conn.executemany(
+            "INSERT INTO grant_guests (grant_id, guest_id, id_hash, template, template_status,"
+            " checked_in_at) VALUES (?, ?, ?, ?, ?, ?)",
+            src.execute(
+                "SELECT grant_id, guest_id, id_hash, template, template_status, checked_in_at"
+                " FROM grant_guests"
+            ).fetchall(),
+        )
+    src.close()
+    v4.close()
+    upgraded = Store.open(old / "lockgw.db")
+    original = rig.store
+    rig.grants, rig.store = GrantStore(upgraded, rig.box, rig.pf_keys), upgraded
+    assert _pin(rig, "4321").granted  # the check-in survived the upgrade, now under a MAC
+    assert _incidents(rig) == []
+    upgraded.close()
+    rig.store = original  # the fixture closes it
