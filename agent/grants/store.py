@@ -122,7 +122,6 @@ class GrantStore:
             gone = [r[0] for r in conn.execute("SELECT grant_id FROM grants")]
             self._remove(conn, [g for g in gone if g not in keep])
             conn.execute("DELETE FROM grants")
-            conn.execute("DELETE FROM grant_tombstones WHERE version < ?", (floor,))
             _set_meta(conn, _FLOOR_KEY, str(floor))
             _set_meta(conn, _VERSION_KEY, str(floor))
             if command.body["grants"]:

@@ -219,3 +219,18 @@ def test_grants_stored_before_row_macs_keep_working_after_the_upgrade(
     assert _incidents(rig) == []
     upgraded.close()
     rig.store = original  # the fixture closes it
+
+
+def test_a_sync_removal_leaves_a_tombstone_until_the_grant_ends(rig: Rig) -> None:
+    rig.send("grant.sync", {"grants": [_grant("g-1"), _grant("g-2")]})
+    rig.send("grant.sync", {"grants": [_grant("g-2")]})
+    with rig.store.read() as conn:
+        [(grant_id, until)] = conn.execute("SELECT grant_id, until FROM grant_tombstones")
+    assert grant_id == "g-1" and until > time.time()
+    rig.grants.purge_ended(until - 1)
+    with rig.store.read() as conn:
+        assert conn.execute("SELECT count(*) FROM grant_tombstones").fetchone()[0] == 1
+    rig.grants.purge_ended(until + 1)  # past the grant's end (g-2 ends then too)
+    with rig.store.read() as conn:
+        assert conn.execute("SELECT count(*) FROM grant_tombstones").fetchone()[0] == 0
+    assert _incidents(rig) == []
