@@ -135,9 +135,9 @@ class Outbox:
 
     # -- writing -------------------------------------------------------------
 
-
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+
     def enqueue(self, msg_type: str, body: dict[str, Any]) -> int | None:
         """Seal and store one message; its seq, or None if refused at the bound."""
         with self._store.write() as conn:
