@@ -83,6 +83,7 @@ class DoorFlow:
             opener=self._opener,
             lockouts=PinLockouts(store, grants.row_macs),
         )
+        self._pin.load(list(self._doors))
         self._card = CardVisit(
             grants=grants,
             face=face,

@@ -49,6 +49,12 @@ class PinVisit:
         self._lockouts = lockouts
         self._pads: dict[str, _Keypad] = {}
 
+    def load(self, locks: list[str]) -> None:
+        """Read the saved failures and lockouts of ``locks`` now (blocking; at start, so
+        the decision on the loop never waits on the store for them)."""
+        for lock in locks:
+            self._pad(lock)
+
     def _pad(self, lock: str) -> _Keypad:
         pad = self._pads.get(lock)
         if pad is None:
