@@ -86,11 +86,12 @@ def key_file_problems(config: Config) -> list[Problem]:
         trusted.append(("link.ca_file", config.link.ca_file))
     problems: list[Problem] = []
     mode = _mode(state)
-    if mode is not None and mode & 0o077:
+    if mode is not None and mode & 0o022:
+        # (Readable by others is doctor's `state dir` warning; writable lets them swap files.)
         problems.append(
             Problem(
                 "gateway.state_dir",
-                f"{state} has mode {mode:04o}: others can reach the database and key files",
+                f"{state} has mode {mode:04o}: others can replace the database and key files",
                 f"chmod 700 {state}",
             )
         )
