@@ -2,8 +2,10 @@
 
 One person, one door: while a card's visit is in progress at one door, or for
 ``card_reuse_window_s`` after it opened that door, the same card at another
-door is refused ``card_in_use`` and raises ``alert.card_in_use`` (a cloned or
-lent card; one guest must not let a second person in elsewhere).
+door, where it would otherwise open (or go on to the face check), is refused
+``card_in_use`` and raises ``alert.card_in_use`` (a cloned or lent card; one
+guest must not let a second person in elsewhere). A card that would be refused
+anyway keeps its own reason.
 """
 
 from __future__ import annotations
@@ -85,24 +87,7 @@ class CardVisit:
         key = await asyncio.to_thread(self._grants.id_hash, number)
         in_use = self._uses.in_use(key, door.lock_id, now)
         if in_use is not None:
-            alert: Record = (
-                "alert.card_in_use",
-                {
-                    "lock": door.lock_id,
-                    "at": iso(now),
-                    "other_lock": in_use.lock,
-                    "in_progress": in_use.in_progress,
-                    "id_number_masked": mask_id_number(number),
-                },
-            )
-            return await self._opener.refuse(
-                door,
-                deny("card_in_use", SAY_SEE_HOST),
-                started,
-                id_number=number,
-                method="id_card",
-                alerts=[alert],
-            )
+            return await self._visit(door, card, started, now, identity, problem, number, in_use)
         previous = self._uses.begin(key, door.lock_id)
         outcome: VisitOutcome | None = None
         try:
@@ -126,6 +111,7 @@ class CardVisit:
         identity: Identity | None,
         problem: str | None,
         number: str | None,
+        in_use: CardUse | None = None,
     ) -> VisitOutcome:
         candidates: list[VerifiedGuest] = []
         if number is not None:
@@ -134,6 +120,26 @@ class CardVisit:
             lock=door.lock_id, kind="card", card_problem=problem, id_number=number
         )
         decision = self._decide(presentation, candidates)
+        if in_use is not None and number is not None and (decision.granted or decision.needs_face):
+            # It would open here, but the card is in use at another door.
+            alert: Record = (
+                "alert.card_in_use",
+                {
+                    "lock": door.lock_id,
+                    "at": iso(now),
+                    "other_lock": in_use.lock,
+                    "in_progress": in_use.in_progress,
+                    "id_number_masked": mask_id_number(number),
+                },
+            )
+            return await self._opener.refuse(
+                door,
+                deny("card_in_use", SAY_SEE_HOST),
+                started,
+                id_number=number,
+                method="id_card",
+                alerts=[alert],
+            )
         face_result: Any = None
         liveness_doc: dict[str, Any] = {"mode": "off"}
         if decision.needs_face and decision.guest is not None:
