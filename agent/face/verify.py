@@ -274,6 +274,14 @@ class FaceEngine:
             elapsed_ms=ms(),
         )
 
+    def live_face(self, bgr: np.ndarray) -> bytes | Reason:
+        """A JPEG crop of the gated main face of a live frame (sent with an electronic ID
+        request, before any template is known), or why there is none."""
+        det = self.detect(bgr)
+        if not det.usable or det.box is None:
+            return det.reason
+        return face_crop_jpeg(bgr, det.box)
+
     def all_encodings(self, bgr: np.ndarray) -> list[np.ndarray]:
         """Descriptors of every face in the frame (occupant counting; no gates)."""
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
