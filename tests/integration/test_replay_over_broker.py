@@ -62,11 +62,11 @@ def test_a_captured_unlock_republished_after_a_clock_excursion_opens_nothing(
         w.sim.publish_raw(w.gw, captured.encode())
     assert w.sim.wait_for(lambda: len(view.acks.get(cmd_id, [])) == 2, 20)
     second = view.acks[cmd_id][1]
-    assert second["status"] == "rejected" and second["error"].startswith("replay")
+    assert second["status"] == "rejected" and second["error"].startswith("replayed")
     time.sleep(1.0)  # the further copies are dropped unanswered
     assert len(view.acks[cmd_id]) == 2
     assert len(w.rig.unlocks) == 1
-    assert w.rig.processor.counters["rejected_replay"] == 3
+    assert w.rig.processor.counters["rejected_replayed"] == 3
     assert w.rig.clock is not None
     assert abs(w.rig.clock.now() - time.time()) < 60  # trusted time was not moved
 

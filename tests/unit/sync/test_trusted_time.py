@@ -98,7 +98,7 @@ def test_a_captured_unlock_replayed_after_a_clock_excursion_stays_dead(
     assert gw.proc.prune() == 0  # pruned only by trusted time: the id stays
     clocks.wall_now -= 3 * 365 * DAY + DAY  # and back, past the command's ts
     again = gw.proc.handle(text.encode())
-    assert again.status == "rejected" and again.reason == "replay"
+    assert again.status == "rejected" and again.reason == "replayed"
     assert len(gw.unlocks) == 1
     # Only once trusted time is really past exp + margin does the id go, and then the
     # command is expired by that same trusted time.
