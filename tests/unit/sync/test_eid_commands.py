@@ -110,7 +110,7 @@ def test_a_result_signed_by_an_unpinned_key_is_dropped(rig: Rig) -> None:
 def test_requests_go_on_req_before_alerts_acks_and_events(rig: Rig) -> None:
     at, by = "2026-12-02T10:00:00.000Z", "2026-12-02T10:00:03.000Z"
     rig.outbox.enqueue("door.state", {"lock": "door-1", "state": "closed", "at": at})
-    rig.outbox.enqueue("alert.tamper", {"lock": "door-1", "at": at})
+    rig.outbox.enqueue("alert.tamper", {"lock": "door-1", "at": at, "tamper": True})
     verify = {
         "request_id": "0b6f3f43-4b47-4a8e-9d0c-1f9a3b8e2c11",
         "lock": "door-1",
