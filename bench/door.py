@@ -3,8 +3,10 @@
 Prints one JSON line last:
 {"decide_ms_p99_10k_grants": …, "card_to_unlock_ms_p95": …, "card_face_to_unlock_ms_p95": …}
 
-- decide: finding the guest's grants by keyed hash, re-verifying each signed grant and the
-  decision itself, against a store holding 10,000 grants put through the real command path.
+- decide: finding the guest's grants by keyed hash, checking the rows' MACs, re-verifying
+  each signed grant and the decision itself, against a store holding 10,000 grants put
+  through the real command path; beside it the same lookup without the row MACs (as it
+  was before them) and the MAC checks alone (target ≤ 1 ms at p99).
 - card only: a checked-in guest re-enters with the card (site policy allows card-only
   re-entry), from the card touching the simulated reader to the simulated relay switching,
   with the real daemon, reader at 115200 baud and OSDP locks with secure channel.
@@ -20,6 +22,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import repo_path  # noqa: F401  (first: puts the checkout on sys.path)
 from joserfc.jwk import OKPKey
@@ -34,7 +37,7 @@ from agent.contract.keys import (
 from agent.contract.messages import make_envelope
 from agent.contract.seal import seal
 from agent.door.decision import DoorHistory, Presentation, SitePolicy, decide
-from agent.grants.store import GrantStore
+from agent.grants.store import _LOOKUP, GrantStore
 from agent.state.secretbox import SecretBox
 from agent.sync.applier import GatewayApplier
 from agent.sync.commands import CommandProcessor
@@ -95,27 +98,62 @@ def bench_decide(workdir: Path, lookups: int = 2000) -> dict[str, float]:
     load_s = time.perf_counter() - began
     policy = SitePolicy(reentry_requires_face=False)
     ts = now.timestamp()
-    samples = []
-    for j in range(lookups):
-        number = numbers[(j * 7919) % GRANTS]
+    unchecked = _UncheckedGrantStore(store, grants)
+    samples: list[float] = []
+    before: list[float] = []
+    mac_only: list[float] = []
+
+    def timed(lookup: Any, number: str) -> float:
         t0 = time.perf_counter()
-        candidates = grants.guests_for_card(number)
         decision = decide(
             Presentation(lock="L1", kind="card", id_number=number),
-            candidates,
+            lookup(number),
             DoorHistory(),
             policy,
             ts,
             ts,
         )
-        samples.append((time.perf_counter() - t0) * 1000)
+        elapsed = (time.perf_counter() - t0) * 1000
         assert decision.needs_face or decision.granted
+        return elapsed
+
+    # The path with the row MACs and the one without them (as before), interleaved on the
+    # same store, and the MAC checks alone on the rows of each lookup.
+    for j in range(lookups):
+        number = numbers[(j * 7919) % GRANTS]
+        samples.append(timed(grants.guests_for_card, number))
+        before.append(timed(unchecked.guests_for_card, number))
+        mac_only.append(unchecked.mac_check_ms(number))
     store.close()
     return {
         "decide_ms_p50_10k_grants": _pct(samples, 0.5),
         "decide_ms_p99_10k_grants": _pct(samples, 0.99),
+        "decide_ms_p99_10k_grants_without_row_macs": _pct(before, 0.99),
+        "row_mac_check_ms_p99_10k_grants": _pct(mac_only, 0.99),
         "load_10k_grants_s": round(load_s, 1),
     }
+
+
+class _UncheckedGrantStore(GrantStore):
+    """The lookup as it was before row MACs (bench only): the same rows, no row checks."""
+
+    def __init__(self, store: Any, real: GrantStore) -> None:
+        self._real = real
+        self.__dict__.update(real.__dict__)
+
+    def _authentic(self, query: str, key: str) -> list[Any]:
+        with self._store.read() as conn:
+            return list(conn.execute(query, (key,)).fetchall())
+
+    def mac_check_ms(self, number: str) -> float:
+        """What the checks alone cost on this card's rows: the set, then each row."""
+        rows = self._authentic(f"{_LOOKUP} WHERE gg.id_hash = ?", self.id_hash(number))
+        with self._store.read() as conn:
+            t0 = time.perf_counter()
+            ok = self._real._set_intact(conn) and all(self._real._row_ok(r, conn) for r in rows)
+            elapsed = (time.perf_counter() - t0) * 1000
+        assert ok
+        return elapsed
 
 
 def bench_site(rounds: int, samples_out: Path | None = None) -> dict[str, float]:
@@ -174,9 +212,15 @@ def main() -> None:
         metavar="FILE",
         help="also write the card-only and card+face latencies (ms) to FILE as JSON",
     )
+    parser.add_argument(
+        "--decide-only", action="store_true", help="only the decision with 10,000 grants"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lockgw-bench-") as tmp:
         figures = bench_decide(Path(tmp))
+    if args.decide_only:
+        print(json.dumps(figures))
+        return
     figures.update(bench_site(args.rounds, args.samples_out))
     ordered = {
         "decide_ms_p99_10k_grants": figures.pop("decide_ms_p99_10k_grants"),

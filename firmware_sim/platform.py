@@ -455,11 +455,13 @@ class PlatformSim:
         envelope_gw: str | None = None,
         sig: cjwk.JWK | None = None,
         scale_photos: bool = True,
+        ts_offset_s: float = 0.0,
     ) -> tuple[str, str]:
         """A sealed command for ``gw``: (command id, JWE text).
 
         Grant photos are scaled to the contract's limits unless ``scale_photos`` is
-        False (a platform that breaks the contract, for tests).
+        False (a platform that breaks the contract, for tests). ``ts_offset_s`` stamps
+        it that far from now (a platform whose clock is off); ``exp`` moves with it.
         """
         if scale_photos and msg_type == "grant.put":
             body = _fit_grant(body)
@@ -471,8 +473,8 @@ class PlatformSim:
             "id": cmd_id,
             "type": msg_type,
             "gw": envelope_gw or gw,
-            "ts": _now_iso(),
-            "exp": _now_iso(exp_s),
+            "ts": _now_iso(ts_offset_s),
+            "exp": _now_iso(ts_offset_s + exp_s),
             "body": body,
         }
         return cmd_id, seal_jw(env, sig or self.keys.sig, self._gw_enc[gw])

@@ -30,6 +30,7 @@ from agent.cli.common import (
 )
 from agent.devices.lockkeys import LockKeyError, LockKeyStore, new_scbk
 from agent.runtime.control import ControlError, call
+from agent.sync.applier import unlock_seconds
 from drivers.osdp import (
     MAX_UNLOCK_S,
     CommandFailed,
@@ -348,8 +349,10 @@ def _print_rows(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     """``locks test ADDR``: unlock, then show the door contact changing."""
-    if not 0.1 <= args.seconds <= MAX_UNLOCK_S:
-        raise UserError(f"--seconds must be within 0.1..{MAX_UNLOCK_S}")
+    try:
+        unlock_seconds(args.seconds)
+    except ValueError as exc:
+        raise UserError(f"--{exc}") from None
     if isinstance(args.address, str):
         return blelocks.cmd_test(args)
     live = _resolve(args)

@@ -77,9 +77,15 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
+    from agent.config.preflight import key_file_problems, path_problems
     from agent.runtime.sizing import building_budget
 
     config = load_config_or_fail(args.config)
+    problems = path_problems(config) + key_file_problems(config)
+    if problems:
+        for problem in problems:
+            print(f"lockgw: {args.config}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     budget = building_budget(config)
     print(
         f"{args.config}: OK (gateway {config.gateway.id}, {len(config.buses)} bus(es), "
@@ -90,6 +96,7 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from agent.config.preflight import PreflightError
     from agent.contract.keys import KeyFileError
     from agent.devices.lockkeys import LockKeyError
     from agent.runtime.daemon import Daemon
@@ -100,7 +107,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     configure_logging(config.gateway.log_level)
     try:
         return Daemon(config).run()
-    except (KeyFileError, LockKeyError, StoreError) as exc:
+    except (KeyFileError, LockKeyError, StoreError, PreflightError) as exc:
         raise UserError(f"cannot start: {exc}") from None
 
 

@@ -104,10 +104,7 @@ def _render(s: dict[str, Any]) -> None:
         f"grants         {grants['active']} active of {grants['stored']} stored, "
         f"{grants['templates_ready']}/{grants['guests']} face templates ready"
     )
-    behind = clock["system_behind_s"]
-    clock_text = (
-        "[green]ok[/green]" if behind < 120 else f"[red]system clock {behind:.0f} s behind[/red]"
-    )
+    clock_text = _clock_text(clock)
     console.print(f"clock          {clock_text}, platform last heard {_age(clock['last_contact'])}")
     disk = s["disk"]
     free, total = disk["free_bytes"] / 2**30, disk["total_bytes"] / 2**30
@@ -139,3 +136,19 @@ def _render(s: dict[str, Any]) -> None:
     for door, reader in s["readers"].items():
         readers.add_row(door, reader["state"], reader.get("sam_id") or "-")
     console.print(readers)
+
+
+_CLOCK_MODES = {
+    "ok": "[green]ok[/green] (monotonic, confirmed by the platform)",
+    "never_synced": "[red]never confirmed by the platform[/red]",
+    "restarted": "[yellow]resumed after a power cycle, awaiting the platform's time[/yellow]",
+    "wall_behind": "[red]system clock {behind:.0f} s behind; trusted time keeps running[/red]",
+    "wall_ahead": "[red]system clock {ahead:.0f} s ahead; not believed[/red]",
+}
+
+
+def _clock_text(clock: dict[str, Any]) -> str:
+    """What the clock is doing, in one phrase (``mode`` from the daemon's clock guard)."""
+    behind, ahead = float(clock.get("system_behind_s", 0)), float(clock.get("system_ahead_s", 0))
+    mode = str(clock.get("mode") or ("wall_behind" if behind >= 120 else "ok"))
+    return _CLOCK_MODES.get(mode, mode).format(behind=behind, ahead=ahead)

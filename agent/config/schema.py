@@ -392,6 +392,14 @@ class PolicySection(_Section):
     pin_lockout_s: int = Field(
         300, ge=10, le=86400, description="Lockout after too many wrong PINs."
     )
+    card_reuse_window_s: int = Field(
+        10,
+        ge=0,
+        le=3600,
+        description="One person, one door: the same card at another door this soon after an "
+        "opening (or while its visit is in progress) is refused `card_in_use`; keep it shorter "
+        "than the walk between two doors of one stay (entrance to room).",
+    )
 
 
 class AlertsSection(_Section):

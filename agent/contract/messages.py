@@ -49,6 +49,7 @@ ALERT_TYPES = frozenset(
         "alert.gateway_incident",
         "alert.outbox_near_full",
         "alert.lock_battery_critical",
+        "alert.card_in_use",
     }
 )
 # Extra event/alert types other parts may add must look like this (and be documented).

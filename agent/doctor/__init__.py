@@ -36,6 +36,7 @@ from agent.doctor.disk import (
 from agent.doctor.files import (
     check_config,
     check_gateway_keys,
+    check_key_files,
     check_platform_keys,
     check_state_dir,
     check_tls_files,
@@ -69,6 +70,7 @@ __all__ = [
     "check_disk",
     "check_face",
     "check_gateway_keys",
+    "check_key_files",
     "check_lock_keys",
     "check_locks",
     "check_ntp",

@@ -111,9 +111,28 @@ def check_ntp(run: Callable[..., Any] = subprocess.run) -> Check:
 
 def check_clock(config: Config, status: dict[str, Any] | None, now: float) -> Check:
     """The system clock against trusted time (platform-signed ``ts``) and command ``exp``."""
+    mode = ""
     if status is not None:
-        behind = float((status.get("clock") or {}).get("system_behind_s") or 0.0)
+        clock = status.get("clock") or {}
+        behind = float(clock.get("system_behind_s") or 0.0)
+        ahead = float(clock.get("system_ahead_s") or 0.0)
+        mode = str(clock.get("mode") or "")
         source = "daemon"
+        if mode == "wall_ahead":
+            return Check(
+                "clock",
+                FAIL,
+                f"system clock is {ahead:.0f} s ahead of trusted time and the platform has not "
+                "confirmed it: trusted time runs on the monotonic clock and ignores it",
+                "set the clock right: check NTP (timedatectl status, chronyc sources)",
+            )
+        if mode == "restarted":
+            return Check(
+                "clock",
+                OK,
+                "resumed after a power cycle from the saved anchor and the wall clock; "
+                "waiting for the platform's time to confirm it",
+            )
     else:
         mark = _meta(config, "clock_high_water")
         if mark is None:
@@ -128,7 +147,8 @@ def check_clock(config: Config, status: dict[str, Any] | None, now: float) -> Ch
         return Check(
             "clock",
             FAIL,
-            f"system clock is {behind:.0f} s behind trusted time (the platform's signed ts)",
+            f"system clock is {behind:.0f} s behind trusted time (the platform's signed ts); "
+            "trusted time keeps running on the monotonic clock",
             fix_clock,
         )
     rows = _read_db(
@@ -147,4 +167,9 @@ def check_clock(config: Config, status: dict[str, Any] | None, now: float) -> Ch
                 "long at the broker)",
                 fix_clock,
             )
-    return Check("clock", OK, f"system clock {behind:.0f} s behind trusted time ({source})")
+    running = " on the monotonic clock" if mode == "ok" else ""
+    return Check(
+        "clock",
+        OK,
+        f"system clock {behind:.0f} s behind trusted time{running} ({source})",
+    )

@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+from agent.config.preflight import key_file_problems, path_problems
 from agent.config.schema import Config, ConfigError, load_config
 from agent.contract.keys import KeyFileError, fingerprint, load_gateway_keys, load_platform_keys
 from agent.doctor.report import FAIL, OK, Check, format_age
@@ -218,4 +219,18 @@ def describe_certificate(path: Path) -> str:
     return (
         f"{path} ({cert.subject.rfc4514_string()} issued by {cert.issuer.rfc4514_string()}, "
         f"valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)"
+    )
+
+
+def check_key_files(config: Config) -> Check:
+    """Every key file (and the state directory): no one else may read or write them; every
+    path the daemon must make can be made. What ``lockgw run`` refuses to start with."""
+    problems = key_file_problems(config) + path_problems(config)
+    if not problems:
+        return Check("key files", OK, "every key file private, every path usable")
+    return Check(
+        "key files",
+        FAIL,
+        "; ".join(f"{p.key}: {p.detail}" for p in problems),
+        "; ".join(dict.fromkeys(p.fix for p in problems)),
     )

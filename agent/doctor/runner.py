@@ -16,6 +16,7 @@ from agent.doctor.disk import check_disk
 from agent.doctor.files import (
     check_config,
     check_gateway_keys,
+    check_key_files,
     check_platform_keys,
     check_state_dir,
     check_tls_files,
@@ -55,6 +56,7 @@ def run_doctor(
     checks.append(check_gateway_keys(config, config_path))
     checks.append(check_platform_keys(config))
     checks.append(check_state_dir(config))
+    checks.append(check_key_files(config))
     checks += check_tls_files(config, now())
     lock_key_checks, unkeyed = check_lock_keys(config)
     checks += lock_key_checks

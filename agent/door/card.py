@@ -1,26 +1,44 @@
-"""The card visit: card → grants → face (and liveness) → decision → records → unlock."""
+"""The card visit: card → grants → face (and liveness) → decision → records → unlock.
+
+One person, one door: while a card's visit is in progress at one door, or for
+``card_reuse_window_s`` after it opened that door, the same card at another
+door, where it would otherwise open (or go on to the face check), is refused
+``card_in_use`` and raises ``alert.card_in_use`` (a cloned or lent card; one
+guest must not let a second person in elsewhere). A card that would be refused
+anyway keeps its own reason.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from agent.door.decision import Decision, DoorHistory, FaceOutcome, Presentation, decide
+from agent.door.decision import (
+    SAY_SEE_HOST,
+    Decision,
+    DoorHistory,
+    FaceOutcome,
+    Presentation,
+    decide,
+    deny,
+)
 from agent.door.doors import DoorDevices, FlowSettings, Record, VisitOutcome
 from agent.door.opening import DoorOpener
-from agent.door.records import checkin_verified, door_opened
+from agent.door.records import checkin_verified, door_opened, iso
 from agent.face import FaceWorker, verify_attempts
 from agent.grants.enrol import enroll_template
 from agent.grants.model import VerifiedGuest
 from agent.grants.store import GrantStore
 from agent.state.clock import ClockGuard
 from drivers.camera.sources import FrameSource
-from drivers.idcard.identity import Identity, IdentityError, check_dates
+from drivers.idcard.identity import Identity, IdentityError, check_dates, mask_id_number
 from drivers.idcard.reader import CardRead
 
 _CHINA = dt.timezone(dt.timedelta(hours=8))
@@ -47,6 +65,7 @@ class CardVisit:
         self._opener = opener
         self._history = history
         self._card_photo_image = card_photo_image
+        self._uses = CardUses()
         # Observers of each face check's latency (metrics); they must not raise.
         self.face_observers: list[Callable[[float], None]] = []
 
@@ -63,6 +82,37 @@ class CardVisit:
             except IdentityError as exc:
                 identity, problem = None, exc.reason.value
         number = identity.id_number if identity is not None else None
+        if number is None:
+            return await self._visit(door, card, started, now, identity, problem, number)
+        key = await asyncio.to_thread(self._grants.id_hash, number)
+        in_use = self._uses.in_use(key, door.lock_id, now)
+        if in_use is not None:
+            return await self._visit(door, card, started, now, identity, problem, number, in_use)
+        previous = self._uses.begin(key, door.lock_id)
+        outcome: VisitOutcome | None = None
+        try:
+            outcome = await self._visit(door, card, started, now, identity, problem, number)
+        finally:
+            granted = outcome is not None and outcome.granted
+            self._uses.end(
+                key,
+                door.lock_id,
+                self._clock.now() + self._settings.policy.card_reuse_window_s if granted else None,
+                previous,
+            )
+        return outcome
+
+    async def _visit(
+        self,
+        door: DoorDevices,
+        card: CardRead,
+        started: float,
+        now: float,
+        identity: Identity | None,
+        problem: str | None,
+        number: str | None,
+        in_use: CardUse | None = None,
+    ) -> VisitOutcome:
         candidates: list[VerifiedGuest] = []
         if number is not None:
             candidates = await asyncio.to_thread(self._grants.guests_for_card, number)
@@ -70,6 +120,26 @@ class CardVisit:
             lock=door.lock_id, kind="card", card_problem=problem, id_number=number
         )
         decision = self._decide(presentation, candidates)
+        if in_use is not None and number is not None and (decision.granted or decision.needs_face):
+            # It would open here, but the card is in use at another door.
+            alert: Record = (
+                "alert.card_in_use",
+                {
+                    "lock": door.lock_id,
+                    "at": iso(now),
+                    "other_lock": in_use.lock,
+                    "in_progress": in_use.in_progress,
+                    "id_number_masked": mask_id_number(number),
+                },
+            )
+            return await self._opener.refuse(
+                door,
+                deny("card_in_use", SAY_SEE_HOST),
+                started,
+                id_number=number,
+                method="id_card",
+                alerts=[alert],
+            )
         face_result: Any = None
         liveness_doc: dict[str, Any] = {"mode": "off"}
         if decision.needs_face and decision.guest is not None:
@@ -195,6 +265,48 @@ class CardVisit:
             return None
         made = self._face.encode_reference(photo, self._settings.face_timeout_s * 2)
         return made if isinstance(made, bytes) else None
+
+
+@dataclass(frozen=True)
+class CardUse:
+    """Where a card was last used: the door, and whether its visit is still going on."""
+
+    lock: str
+    in_progress: bool
+    until: float  # trusted time after which another door may take it (when not in progress)
+
+
+class CardUses:
+    """One person, one door: each card's visit in progress or recent opening, by keyed hash
+    (the ID number itself is not kept). Memory only: a restart forgets it."""
+
+    def __init__(self) -> None:
+        self._uses: dict[str, CardUse] = {}
+
+    def in_use(self, key: str, lock: str, now: float) -> CardUse | None:
+        """The use that keeps this card from ``lock`` now, if any."""
+        for stale in [k for k, u in self._uses.items() if not u.in_progress and u.until <= now]:
+            del self._uses[stale]
+        use = self._uses.get(key)
+        if use is None or use.lock == lock:
+            return None
+        return use
+
+    def begin(self, key: str, lock: str) -> CardUse | None:
+        """A visit starts at ``lock``; returns what it replaces."""
+        previous = self._uses.get(key)
+        self._uses[key] = CardUse(lock, True, math.inf)
+        return previous
+
+    def end(self, key: str, lock: str, until: float | None, previous: CardUse | None) -> None:
+        """The visit ended: an opening holds the card at ``lock`` until ``until``; a refusal
+        leaves what was there before."""
+        if until is not None:
+            self._uses[key] = CardUse(lock, False, until)
+        elif previous is not None:
+            self._uses[key] = previous
+        else:
+            self._uses.pop(key, None)
 
 
 def _burst(camera: FrameSource, count: int) -> list[np.ndarray]:

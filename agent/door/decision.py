@@ -31,6 +31,7 @@ class SitePolicy:
     offline_grace_s: float = 72 * 3600.0
     pin_max_attempts: int = 5
     pin_lockout_s: float = 300.0
+    card_reuse_window_s: float = 10.0
 
 
 @dataclass(frozen=True)

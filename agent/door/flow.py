@@ -35,6 +35,7 @@ from agent.door.records import door_opened, iso
 from agent.face import FaceWorker
 from agent.grants.store import GrantStore
 from agent.state.clock import ClockGuard
+from agent.state.lockouts import PinLockouts
 from agent.state.store import Store
 from agent.sync.outbox import Outbox
 from drivers.idcard.reader import CardRead
@@ -83,7 +84,14 @@ class DoorFlow:
             settings.face_timeout_s,
         )
         self._opener = DoorOpener(self.recorder, occupants, clock.now, self._count)
-        self._pin = PinVisit(grants=grants, clock=clock, settings=settings, opener=self._opener)
+        self._pin = PinVisit(
+            grants=grants,
+            clock=clock,
+            settings=settings,
+            opener=self._opener,
+            lockouts=PinLockouts(store, grants.row_macs),
+        )
+        self._pin.load(list(self._doors))
         self._card = CardVisit(
             grants=grants,
             face=face,

@@ -80,10 +80,11 @@ class DoorOpener:
         method: str,
         face_result: Any = None,
         detail: dict[str, Any] | None = None,
+        alerts: list[Record] | None = None,
     ) -> VisitOutcome:
-        """Commit the refusal with its alerts (``detail`` joins ``access.denied``); the denied
-        LED."""
-        records = self._recorder.refusal(
+        """Commit the refusal with its alerts (the rules', and ``alerts`` of the caller's
+        own; ``detail`` joins ``access.denied``); the denied LED."""
+        records = list(alerts or []) + self._recorder.refusal(
             door.lock_id,
             decision,
             self._now(),

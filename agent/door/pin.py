@@ -2,7 +2,9 @@
 
 A PIN ends with ``#`` and ``*`` clears. After ``pin_max_attempts`` wrong PINs the
 keypad is locked for ``pin_lockout_s``; the warning itself is the single
-brute-force rule of :mod:`agent.door.alerts`, fed by every refusal.
+brute-force rule of :mod:`agent.door.alerts`, fed by every refusal. The failure
+count and the lockout are kept in the store under a row MAC
+(:mod:`agent.state.lockouts`), so a restart gives nobody fresh attempts.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from agent.door.opening import DoorOpener
 from agent.door.records import door_opened
 from agent.grants.store import GrantStore
 from agent.state.clock import ClockGuard
+from agent.state.lockouts import LockoutState, PinLockouts
 
 
 @dataclass
@@ -37,21 +40,38 @@ class PinVisit:
         clock: ClockGuard,
         settings: FlowSettings,
         opener: DoorOpener,
+        lockouts: PinLockouts | None = None,
     ) -> None:
         self._grants = grants
         self._clock = clock
         self._settings = settings
         self._opener = opener
+        self._lockouts = lockouts
         self._pads: dict[str, _Keypad] = {}
+
+    def load(self, locks: list[str]) -> None:
+        """Read the saved failures and lockouts of ``locks`` now (blocking; at start, so
+        the decision on the loop never waits on the store for them)."""
+        for lock in locks:
+            self._pad(lock)
+
+    def _pad(self, lock: str) -> _Keypad:
+        pad = self._pads.get(lock)
+        if pad is None:
+            saved = self._lockouts.get(lock) if self._lockouts is not None else LockoutState()
+            pad = self._pads[lock] = _Keypad(
+                failures=saved.failures, locked_until=saved.locked_until
+            )
+        return pad
 
     def history(self, lock: str) -> DoorHistory:
         """The lock's PIN failures and lockout, as the decision sees them."""
-        pad = self._pads.get(lock)
-        return DoorHistory() if pad is None else DoorHistory(pad.failures, pad.locked_until)
+        pad = self._pad(lock)
+        return DoorHistory(pad.failures, pad.locked_until)
 
     def typed(self, lock: str, digits: str) -> str | None:
         """Add keys typed at ``lock``; a complete PIN when ``#`` ends one."""
-        pad = self._pads.setdefault(lock, _Keypad())
+        pad = self._pad(lock)
         now = time.monotonic()
         if now - pad.keys_at > self._settings.pin_entry_timeout_s:
             pad.keys = ""
@@ -71,7 +91,7 @@ class PinVisit:
         """One complete PIN at ``door``."""
         started = time.perf_counter()
         now = self._clock.now()
-        pad = self._pads.setdefault(door.lock_id, _Keypad())
+        pad = await asyncio.to_thread(self._pad, door.lock_id)
         candidates = await asyncio.to_thread(self._grants.guests_for_pin, pin)
         decision = decide(
             Presentation(lock=door.lock_id, kind="pin", pin=pin),
@@ -87,10 +107,17 @@ class PinVisit:
                 if pad.failures >= self._settings.policy.pin_max_attempts:
                     pad.locked_until = now + self._settings.policy.pin_lockout_s
                     pad.failures = 0
+                await asyncio.to_thread(self._save, door.lock_id, pad)
             return await self._opener.refuse(door, decision, started, id_number=None, method="pin")
-        pad.failures = 0
+        if pad.failures:
+            pad.failures = 0
+            await asyncio.to_thread(self._save, door.lock_id, pad)
         assert decision.guest is not None
         body = door_opened(
             lock=door.lock_id, method=["pin"], at=now, grant_id=decision.guest.grant_id
         )
         return await self._opener.admit(door, decision, [("door.opened", body)], started, now=now)
+
+    def _save(self, lock: str, pad: _Keypad) -> None:
+        if self._lockouts is not None:
+            self._lockouts.put(lock, LockoutState(pad.failures, pad.locked_until))

@@ -82,7 +82,16 @@ class VisitRecorder:
                         (seq, body["lock"], time.time()),
                     )
             if checkin is not None:
-                self._grants.mark_checked_in(conn, *checkin)
+                # The mark carries the seq of its checkin.verified record, under one MAC.
+                seq = next(
+                    (
+                        q
+                        for q, (t, _b) in zip(seqs, records, strict=True)
+                        if t == "checkin.verified"
+                    ),
+                    None,
+                )
+                self._grants.mark_checked_in(conn, *checkin, seq=seq)
         self._outbox.notify()
         return seqs
 

@@ -13,6 +13,17 @@ sealed; the photo itself is never written anywhere but inside the sealed signed
 text, which is needed to re-verify the signature. A grant past its end is
 purged with its templates and, when no grant refers to it any more, its signed
 text.
+
+Rows that can grant something are authenticated (:mod:`agent.state.rowmac`):
+the grant row, each guest row (with the checked-in mark) bound to its grant's
+version. Every put takes a new version; a revoke, a replacement or a removal
+by ``grant.sync`` leaves a tombstone with the dead version until the grant's
+end, and ``grant.sync`` also raises a version floor below which every row is
+dead. The tombstones and the floor are authenticated as a set by one MAC in
+``meta``, checked again whenever another connection has written to the
+database (``PRAGMA data_version``). A row that fails hides; a set that fails
+hides every grant until the platform's next ``grant.sync``. Both raise the
+``state_tampered`` incident.
 """
 
 from __future__ import annotations
@@ -23,7 +34,9 @@ import hmac
 import json
 import logging
 import sqlite3
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,14 +45,28 @@ from agent.contract.limits import SYNC_PART_MAX_AGE_S
 from agent.contract.messages import Command, parse_time
 from agent.contract.seal import SealError, verify_jws
 from agent.grants.model import GrantPolicy, VerifiedGuest
+from agent.state.incidents import record_incident
+from agent.state.rowmac import RowMac
 from agent.state.secretbox import SecretBox, SecretBoxError
-from agent.state.store import Store
+from agent.state.store import Store, utc_now_iso
 from drivers.idcard.identity import mask_id_number, mask_name
 
 log = logging.getLogger(__name__)
 
 _ID_CONTEXT = "guest-id-number"
 _PIN_CONTEXT = "grant-pin"
+_VERSION_KEY = "grant_version"
+_FLOOR_KEY = "grant_version_floor"
+_TOMBSTONES_MAC_KEY = "tombstones_mac"
+# The schema version that brought row MACs (agent/state/migrations.py).
+_MAC_SCHEMA = 5
+_GRANT_COLUMNS = "g.grant_id, g.cmd_id, g.version, g.valid_from, g.valid_until, g.locks, g.pin_hash"
+_GUEST_COLUMNS = "gg.guest_id, gg.id_hash, gg.checked_in_at, gg.checkin_seq"
+_LOOKUP = (
+    f"SELECT {_GRANT_COLUMNS}, g.mac, {_GUEST_COLUMNS}, gg.mac, gg.template_status, t.version"
+    " FROM grant_guests gg JOIN grants g ON g.grant_id = gg.grant_id"
+    " LEFT JOIN grant_tombstones t ON t.grant_id = g.grant_id"
+)
 
 
 class SyncPartRejected(Exception):
@@ -71,32 +98,63 @@ class GrantStore:
         self._store = store
         self._box = box
         self._keys = platform_keys
+        self._macs = RowMac(box)
+        self._lock = threading.Lock()
+        self._set_checked_at: int | None = None  # data_version when the set last verified
+        self._set_ok = False
+        self._floor = 0
+        self._reported: set[str] = set()
+        if store.migrated_from < _MAC_SCHEMA:
+            self._adopt()
+
+    @property
+    def row_macs(self) -> RowMac:
+        """The row authenticator under the same local key (for other authenticated rows)."""
+        return self._macs
 
     # -- applying platform commands (inside the command's transaction) ----------------
 
     def apply(self, conn: sqlite3.Connection, command: Command) -> None:
         """Carry out ``grant.put``, ``grant.revoke`` or ``grant.sync`` on ``conn``."""
         now = time.time()
+        # A tampered set stays refused through puts and revokes; a whole grant.sync
+        # (every part of one) rebuilds it.
+        intact = self._set_intact(conn)
+        rebuilt = False
         if command.type == "grant.put":
             self._store_signed(conn, command)
             self._put(conn, command.id, command.body, now)
         elif command.type == "grant.revoke":
-            conn.execute("DELETE FROM grants WHERE grant_id = ?", (command.body["grant_id"],))
+            self._remove(conn, [command.body["grant_id"]])
         elif command.type == "grant.sync":
             if int(command.body.get("parts", 1)) == 1:
-                conn.execute("DELETE FROM grants")
+                self._replace_all(conn, {g["grant_id"] for g in command.body["grants"]})
+                rebuilt = True
                 if command.body["grants"]:
                     self._store_signed(conn, command)
                     for grant in command.body["grants"]:
                         self._put(conn, command.id, grant, now)
             else:
-                self._sync_part(conn, command, now)
+                rebuilt = self._sync_part(conn, command, now)
         else:
             raise ValueError(f"not a grant command: {command.type}")
         _delete_unreferenced(conn)
+        if intact or rebuilt:
+            self._seal_set(conn)
 
-    def _sync_part(self, conn: sqlite3.Connection, command: Command, now: float) -> None:
-        """Keep one part of a ``grant.sync`` in parts; with the last one, replace the set.
+    def _replace_all(self, conn: sqlite3.Connection, keep: set[str]) -> None:
+        """Before a full set is put: everything stored is dead from here on (a version
+        floor), whatever the rows say; grants not in the new set leave tombstones."""
+        floor = self._next_version(conn)
+        gone = [r[0] for r in conn.execute("SELECT grant_id FROM grants")]
+        self._remove(conn, [g for g in gone if g not in keep])
+        conn.execute("DELETE FROM grants")
+        _set_meta(conn, _FLOOR_KEY, str(floor))
+        _set_meta(conn, _VERSION_KEY, str(floor))
+
+    def _sync_part(self, conn: sqlite3.Connection, command: Command, now: float) -> bool:
+        """Keep one part of a ``grant.sync`` in parts; with the last one, replace the set
+        (True then).
 
         Contract section 5: parts of one ``sync_id`` wait at most
         :data:`SYNC_PART_MAX_AGE_S` after the first; a new ``sync_id`` discards an
@@ -163,7 +221,7 @@ class GrantStore:
             log.info(
                 "grant.sync part kept", extra={"sync_id": sync_id, "part": part, "parts": parts}
             )
-            return
+            return False
         union: list[tuple[str, bytes, list[dict[str, Any]]]] = []
         seen: set[str] = set()
         for n, cmd_id, part_sealed in stored:
@@ -181,7 +239,7 @@ class GrantStore:
                     )
                 seen.add(grant["grant_id"])
             union.append((cmd_id, part_sealed, grants))
-        conn.execute("DELETE FROM grants")
+        self._replace_all(conn, seen)
         for cmd_id, part_sealed, grants in union:
             if not grants:
                 continue
@@ -197,6 +255,7 @@ class GrantStore:
         log.info(
             "grant.sync applied", extra={"sync_id": sync_id, "parts": parts, "grants": len(seen)}
         )
+        return True
 
     def _part_grants(self, cmd_id: str, sealed: bytes) -> list[dict[str, Any]]:
         """The grants of a kept part, from its signed text (verified again)."""
@@ -221,45 +280,207 @@ class GrantStore:
         self, conn: sqlite3.Connection, cmd_id: str, grant: dict[str, Any], now: float
     ) -> None:
         grant_id = grant["grant_id"]
-        previous = {
-            row[0]: row[1:]
-            for row in conn.execute(
-                "SELECT guest_id, id_hash, checked_in_at FROM grant_guests WHERE grant_id = ?",
-                (grant_id,),
-            )
-        }
-        conn.execute("DELETE FROM grants WHERE grant_id = ?", (grant_id,))
+        # A replaced grant keeps a guest's check-in when the card is unchanged and the
+        # old row is authentic; the old version is tombstoned.
+        previous: dict[str, tuple[str, float | None, int | None]] = {}
+        for row in conn.execute(f"{_LOOKUP} WHERE g.grant_id = ?", (grant_id,)).fetchall():
+            if self._row_ok(row, conn):
+                previous[row[8]] = (row[9], row[10], row[11])
+        self._remove(conn, [grant_id])
+        version = self._next_version(conn)
         pin = grant.get("pin")
+        values: tuple[Any, ...] = (
+            grant_id,
+            cmd_id,
+            version,
+            parse_time(grant["valid_from"], "valid_from").timestamp(),
+            parse_time(grant["valid_until"], "valid_until").timestamp(),
+            json.dumps(list(grant["locks"])),
+            self._box.keyed_hash(pin, _PIN_CONTEXT) if pin else None,
+        )
         conn.execute(
-            "INSERT INTO grants (grant_id, cmd_id, valid_from, valid_until, locks, pin_hash,"
-            " received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                grant_id,
-                cmd_id,
-                parse_time(grant["valid_from"], "valid_from").timestamp(),
-                parse_time(grant["valid_until"], "valid_until").timestamp(),
-                json.dumps(list(grant["locks"])),
-                self._box.keyed_hash(pin, _PIN_CONTEXT) if pin else None,
-                now,
-            ),
+            "INSERT INTO grants (grant_id, cmd_id, version, valid_from, valid_until, locks,"
+            " pin_hash, mac, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, self._macs.mac("grant", *values), now),
         )
         for guest in grant["guests"]:
             id_hash = self.id_hash(guest["id_number"])
             old = previous.get(guest["guest_id"])
-            # A replaced grant keeps a guest's check-in when the card is unchanged; the
-            # template is computed again, since the photo may have changed.
+            checked_in, seq = (
+                (old[1], old[2]) if old is not None and old[0] == id_hash else (None, None)
+            )
+            # The template is computed again, since the photo may have changed.
             conn.execute(
                 "INSERT INTO grant_guests (grant_id, guest_id, id_hash, template,"
-                " template_status, checked_in_at) VALUES (?, ?, ?, ?, ?, ?)",
+                " template_status, checked_in_at, checkin_seq, mac)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     grant_id,
                     guest["guest_id"],
                     id_hash,
                     None,
                     "pending" if guest.get("face_jpeg_b64") else "no_photo",
-                    old[1] if old is not None and old[0] == id_hash else None,
+                    checked_in,
+                    seq,
+                    self._guest_mac(grant_id, version, guest["guest_id"], id_hash, checked_in, seq),
                 ),
             )
+
+    def _guest_mac(
+        self,
+        grant_id: str,
+        version: int,
+        guest_id: str,
+        id_hash: str,
+        checked_in_at: float | None,
+        checkin_seq: int | None,
+    ) -> str:
+        return self._macs.mac(
+            "guest", grant_id, version, guest_id, id_hash, checked_in_at, checkin_seq
+        )
+
+    def _remove(self, conn: sqlite3.Connection, grant_ids: Sequence[str]) -> None:
+        """Delete grants, leaving a tombstone of each one's version until its end."""
+        for grant_id in grant_ids:
+            row = conn.execute(
+                "SELECT version, valid_until FROM grants WHERE grant_id = ?", (grant_id,)
+            ).fetchone()
+            if row is None:
+                continue
+            version, until = int(row[0]), float(row[1])
+            old = conn.execute(
+                "SELECT version, until FROM grant_tombstones WHERE grant_id = ?", (grant_id,)
+            ).fetchone()
+            if old is not None:
+                version, until = max(version, int(old[0])), max(until, float(old[1]))
+            conn.execute(
+                "INSERT OR REPLACE INTO grant_tombstones (grant_id, version, until, mac)"
+                " VALUES (?, ?, ?, ?)",
+                (grant_id, version, until, self._macs.mac("tombstone", grant_id, version, until)),
+            )
+            conn.execute("DELETE FROM grants WHERE grant_id = ?", (grant_id,))
+
+    def _next_version(self, conn: sqlite3.Connection) -> int:
+        """A version above every one in use or dead (a reset counter cannot reuse one)."""
+        row = conn.execute(
+            "SELECT max(coalesce((SELECT max(version) FROM grants), 0),"
+            " coalesce((SELECT max(version) FROM grant_tombstones), 0),"
+            " coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0),"
+            " coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0))",
+            (_VERSION_KEY, _FLOOR_KEY),
+        ).fetchone()
+        version = int(row[0]) + 1
+        _set_meta(conn, _VERSION_KEY, str(version))
+        return version
+
+    # -- authenticity of the rows and of the set of tombstones ----------------------------
+
+    def _set_digest(self, conn: sqlite3.Connection) -> tuple[str, int]:
+        floor_row = conn.execute("SELECT value FROM meta WHERE key = ?", (_FLOOR_KEY,)).fetchone()
+        floor = int(floor_row[0]) if floor_row is not None else 0
+        stones = conn.execute(
+            "SELECT grant_id, version, until FROM grant_tombstones ORDER BY grant_id"
+        ).fetchall()
+        return self._macs.mac("tombstones", floor, json.dumps(stones)), floor
+
+    def _seal_set(self, conn: sqlite3.Connection) -> None:
+        """Authenticate the tombstones and the floor as a set (in the caller's transaction)."""
+        digest, floor = self._set_digest(conn)
+        _set_meta(conn, _TOMBSTONES_MAC_KEY, digest)
+        with self._lock:
+            self._floor = floor
+            self._set_ok = True
+            self._set_checked_at = int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _set_intact(self, conn: sqlite3.Connection) -> bool:
+        """The tombstones and the floor are as this gateway wrote them."""
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        with self._lock:
+            if self._set_checked_at == version:
+                return self._set_ok
+        digest, floor = self._set_digest(conn)
+        row = conn.execute(
+            "SELECT value FROM meta WHERE key = ?", (_TOMBSTONES_MAC_KEY,)
+        ).fetchone()
+        ok = row is not None and hmac.compare_digest(str(row[0]), digest)
+        if ok:
+            for grant_id, stone_version, until, mac in conn.execute(
+                "SELECT grant_id, version, until, mac FROM grant_tombstones"
+            ):
+                if not self._macs.ok(mac, "tombstone", grant_id, stone_version, until):
+                    ok = False
+                    break
+        with self._lock:
+            self._set_checked_at, self._set_ok, self._floor = version, ok, floor
+        if not ok:
+            self._tampered(conn, "grant_tombstones", "the set of revoked grants was edited")
+        return ok
+
+    def _row_ok(self, row: Sequence[Any], conn: sqlite3.Connection) -> bool:
+        """One row of ``_LOOKUP``: grant and guest MACs, version above the floor and any
+        tombstone. False hides the row (reported once)."""
+        grant_id, version = row[0], int(row[2])
+        if not self._macs.ok(row[7], "grant", *row[0:7]):
+            self._tampered(conn, f"grants:{grant_id}", f"grants row of {grant_id}")
+            return False
+        if not self._macs.ok(row[12], "guest", grant_id, version, row[8], row[9], row[10], row[11]):
+            self._tampered(conn, f"guest:{grant_id}:{row[8]}", f"grant_guests row of {grant_id}")
+            return False
+        with self._lock:
+            floor = self._floor
+        if version < floor or (row[14] is not None and version <= int(row[14])):
+            self._tampered(conn, f"dead:{grant_id}:{version}", f"a dead version of {grant_id}")
+            return False
+        return True
+
+    def _tampered(self, conn: sqlite3.Connection, key: str, what: str) -> None:
+        """Report a row that failed (once per row per run): log and incident."""
+        with self._lock:
+            if key in self._reported:
+                return
+            self._reported.add(key)
+        log.error("stored row fails its authentication; it opens nothing", extra={"row": what})
+        # Written on the caller's connection: it may already be inside a transaction.
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            record_incident(conn, "state_tampered", what, utc_now_iso())
+        except BaseException:
+            if own:
+                conn.execute("ROLLBACK")
+            raise
+        if own:
+            conn.execute("COMMIT")
+            # Our own commit does not change data_version; the set check stays cached.
+
+    def _adopt(self) -> None:
+        """MACs for rows stored before the schema had them (once, right after migrating)."""
+        with self._store.write() as conn:
+            rows = conn.execute(
+                "SELECT grant_id, cmd_id, valid_from, valid_until, locks, pin_hash FROM grants"
+                " WHERE mac IS NULL"
+            ).fetchall()
+            for grant_id, cmd_id, start, end, locks, pin_hash in rows:
+                version = self._next_version(conn)
+                values = (grant_id, cmd_id, version, start, end, locks, pin_hash)
+                conn.execute(
+                    "UPDATE grants SET version = ?, mac = ? WHERE grant_id = ?",
+                    (version, self._macs.mac("grant", *values), grant_id),
+                )
+                for guest_id, id_hash, checked_in in conn.execute(
+                    "SELECT guest_id, id_hash, checked_in_at FROM grant_guests WHERE grant_id = ?",
+                    (grant_id,),
+                ).fetchall():
+                    conn.execute(
+                        "UPDATE grant_guests SET mac = ? WHERE grant_id = ? AND guest_id = ?",
+                        (
+                            self._guest_mac(grant_id, version, guest_id, id_hash, checked_in, None),
+                            grant_id,
+                            guest_id,
+                        ),
+                    )
+            self._seal_set(conn)
 
     # -- lookups (verified at every use) ---------------------------------------------
 
@@ -269,32 +490,31 @@ class GrantStore:
 
     def guests_for_card(self, id_number: str) -> list[VerifiedGuest]:
         """Every guest entry whose signed ID number equals ``id_number`` (any lock, any time)."""
-        with self._store.read() as conn:
-            rows = conn.execute(
-                "SELECT g.grant_id, g.cmd_id, gg.guest_id, gg.template_status, gg.checked_in_at"
-                " FROM grant_guests gg JOIN grants g ON g.grant_id = gg.grant_id"
-                " WHERE gg.id_hash = ?",
-                (self.id_hash(id_number),),
-            ).fetchall()
         found = []
-        for grant_id, cmd_id, guest_id, status, checked_in in rows:
-            guest = self._verified_guest(cmd_id, grant_id, guest_id, status, checked_in)
+        for row in self._authentic(f"{_LOOKUP} WHERE gg.id_hash = ?", self.id_hash(id_number)):
+            guest = self._verified_guest(row[1], row[0], row[8], row[13], row[10])
             if guest is not None and hmac.compare_digest(guest.id_number, id_number.upper()):
                 found.append(guest)
         return found
 
+    def _authentic(self, query: str, key: str) -> list[Sequence[Any]]:
+        """Rows of ``_LOOKUP`` that pass every check; none while the set is not intact."""
+        with self._store.read() as conn:
+            rows = conn.execute(query, (key,)).fetchall()
+            if not rows:
+                return []
+            if not self._set_intact(conn):
+                return []
+            return [row for row in rows if self._row_ok(row, conn)]
+
     def guests_for_pin(self, pin: str) -> list[VerifiedGuest]:
         """Guests of every grant whose signed PIN equals ``pin``."""
-        with self._store.read() as conn:
-            rows = conn.execute(
-                "SELECT g.grant_id, g.cmd_id, gg.guest_id, gg.template_status, gg.checked_in_at"
-                " FROM grants g JOIN grant_guests gg ON g.grant_id = gg.grant_id"
-                " WHERE g.pin_hash = ?",
-                (self._box.keyed_hash(pin, _PIN_CONTEXT),),
-            ).fetchall()
         found = []
-        for grant_id, cmd_id, guest_id, status, checked_in in rows:
-            guest = self._verified_guest(cmd_id, grant_id, guest_id, status, checked_in)
+        rows = self._authentic(
+            f"{_LOOKUP} WHERE g.pin_hash = ?", self._box.keyed_hash(pin, _PIN_CONTEXT)
+        )
+        for row in rows:
+            guest = self._verified_guest(row[1], row[0], row[8], row[13], row[10])
             if guest is not None and guest.pin is not None and hmac.compare_digest(guest.pin, pin):
                 found.append(guest)
         return found
@@ -358,13 +578,32 @@ class GrantStore:
             ]
 
     def mark_checked_in(
-        self, conn: sqlite3.Connection, grant_id: str, guest_id: str, at: float
+        self,
+        conn: sqlite3.Connection,
+        grant_id: str,
+        guest_id: str,
+        at: float,
+        seq: int | None = None,
     ) -> None:
-        """Note the guest's first verified entry (in the transaction of its record)."""
+        """Note the guest's first verified entry, in the transaction of its
+        ``checkin.verified`` record (``seq``), under the guest row's MAC. A row that
+        fails its MAC is not blessed with a new one."""
+        row = conn.execute(
+            f"{_LOOKUP} WHERE g.grant_id = ? AND gg.guest_id = ?", (grant_id, guest_id)
+        ).fetchone()
+        if row is None or row[10] is not None or not self._row_ok(row, conn):
+            return
+        version, id_hash = int(row[2]), row[9]
         conn.execute(
-            "UPDATE grant_guests SET checked_in_at = ? WHERE grant_id = ? AND guest_id = ?"
-            " AND checked_in_at IS NULL",
-            (at, grant_id, guest_id),
+            "UPDATE grant_guests SET checked_in_at = ?, checkin_seq = ?, mac = ?"
+            " WHERE grant_id = ? AND guest_id = ?",
+            (
+                at,
+                seq,
+                self._guest_mac(grant_id, version, guest_id, id_hash, at, seq),
+                grant_id,
+                guest_id,
+            ),
         )
 
     def purge_ended(self, now: float) -> int:
@@ -372,6 +611,11 @@ class GrantStore:
         with self._store.write() as conn:
             count = conn.execute("DELETE FROM grants WHERE valid_until <= ?", (now,)).rowcount
             _delete_unreferenced(conn)
+            # Tombstones past their grant's end go only from a set that verifies, which
+            # is then sealed again; a tampered set stays refused until a grant.sync.
+            if self._set_intact(conn):
+                conn.execute("DELETE FROM grant_tombstones WHERE until <= ?", (now,))
+                self._seal_set(conn)
         if count:
             log.info("ended grants purged", extra={"count": count})
         return int(count)
@@ -398,11 +642,21 @@ class GrantStore:
             guest_rows = conn.execute(
                 "SELECT grant_id, guest_id, template_status, checked_in_at FROM grant_guests"
             ).fetchall()
+            # A grant with any row that fails its checks is listed as not verified.
+            intact = self._set_intact(conn)
+            failing = {
+                row[0]
+                for row in conn.execute(_LOOKUP).fetchall()
+                if not (intact and self._row_ok(row, conn))
+            }
         by_grant: dict[str, dict[str, tuple[str, float | None]]] = {}
         for grant_id, guest_id, status, checked_in in guest_rows:
             by_grant.setdefault(grant_id, {})[guest_id] = (status, checked_in)
         listing: list[dict[str, Any]] = []
         for grant_id, cmd_id in grants:
+            if grant_id in failing:
+                listing.append({"grant_id": grant_id, "verified": False})
+                continue
             try:
                 body = self._verified_grant_body(cmd_id, grant_id)
             except GrantIntegrityError:
@@ -493,6 +747,10 @@ class GrantStore:
                 )
         log.error("guest row without a signed guest; ignored", extra={"grant_id": grant_id})
         return None
+
+
+def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
 
 def _delete_unreferenced(conn: sqlite3.Connection) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from agent import __version__
+from agent.config.preflight import require_runnable
 from agent.config.schema import Config
 from agent.door.records import iso
 from agent.grants.enrol import enroll_pending
@@ -26,6 +27,7 @@ from agent.runtime.sdnotify import Notifier, watchdog_interval_s
 from agent.runtime.sizing import building_budget
 from agent.state.incidents import mark_reported, unreported_incidents
 from agent.state.store import Store
+from agent.sync.applier import unlock_seconds
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,10 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
 
     def run(self) -> int:
-        """Run until a stop signal; the exit code for the process."""
+        """Run until a stop signal; the exit code for the process. Refuses to start
+        (:class:`PreflightError`) with key files others may read or write, or paths it
+        could not create."""
+        require_runnable(self.config)
         return asyncio.run(self._main())
 
     def request_stop(self) -> None:
@@ -148,7 +153,7 @@ class Daemon:
             lock = str(args.get("lock", ""))
             if lock not in gw.flow.door_ids():
                 raise ValueError(f"no lock {lock!r} in the configuration")
-            seconds = float(str(args.get("seconds", 3)))
+            seconds = unlock_seconds(args.get("seconds", 3))
             future = asyncio.run_coroutine_threadsafe(
                 gw.flow.remote_unlock(lock, seconds, "technician test"), loop
             )

@@ -9,6 +9,7 @@ handed what it needs, so no module reaches for global state. Device threads
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import logging
 import shutil
@@ -111,7 +112,7 @@ class Gateway:
         return {
             "gateway": self.config.gateway.id,
             "version": __version__,
-            "uptime_s": round(time.time() - self.started_at, 1),
+            "uptime_s": round(clock.uptime_s, 1),
             "link": {
                 "connected": self.link.connected,
                 "last_sync": self.processor.last_sync_at,
@@ -182,7 +183,10 @@ class Gateway:
                 "templates_ready": counts.templates_ready,
             },
             "clock": {
+                "mode": clock.mode,
                 "trusted": clock.trusted,
+                "system": clock.system,
+                "platform_ts": clock.platform_ts,
                 "system_behind_s": round(clock.behind_s, 1),
                 "system_ahead_s": round(clock.ahead_s, 1),
                 "last_contact": clock.last_contact,
@@ -216,6 +220,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
     box = SecretBox.load_or_create(state_dir / "local.key")
     gateway_keys = load_gateway_keys(config.keys.gateway_keys)
     platform_keys = load_platform_keys(config.keys.platform_keys)
+    clock = ClockGuard(store, max_ahead_s=config.policy.offline_grace_h * 3600)
     outbox = Outbox(
         store,
         config.gateway.id,
@@ -223,11 +228,11 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         platform_keys,
         max_bytes=config.outbox.max_bytes,
         warn_ratio=config.outbox.warn_ratio,
+        clock=clock.now,
     )
     journal = Journal()
     outbox.add_record_observer(journal.add)
     grants = GrantStore(store, box, platform_keys)
-    clock = ClockGuard(store, max_ahead_s=config.policy.offline_grace_h * 3600)
     policy = config.policy
     alerts = config.alerts
     rules = AlertRules(AlertPolicy(**alerts.model_dump()))
@@ -297,6 +302,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
                 offline_grace_s=policy.offline_grace_h * 3600,
                 pin_max_attempts=policy.pin_max_attempts,
                 pin_lockout_s=policy.pin_lockout_s,
+                card_reuse_window_s=policy.card_reuse_window_s,
             ),
             face_attempts=config.face.attempts,
             face_timeout_s=config.face.timeout_s,
@@ -327,7 +333,8 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         platform_keys,
         applier,
         max_payload_bytes=config.link.max_payload_bytes,
-        on_verified=lambda ts: clock.observe_trusted(ts),
+        now=lambda: dt.datetime.fromtimestamp(clock.now(), dt.UTC),
+        on_verified=clock.observe_trusted,
         on_eid_result=lambda command: eid_requests.deliver(command.body),
     )
     link = Link(

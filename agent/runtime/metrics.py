@@ -467,6 +467,19 @@ class GatewayCollector(Collector):
             "How far the system clock is behind trusted time (0 when not behind).",
             value=state.behind_s,
         )
+        yield _gauge(
+            "clock_system_ahead_seconds",
+            "How far the system clock is ahead of trusted time, not believed (0 when not).",
+            value=state.ahead_s,
+        )
+        mode = GaugeMetricFamily(
+            f"{PREFIX}_clock_mode",
+            "What trusted time is doing: 1 for the current mode (ok, restarted, wall_behind, "
+            "wall_ahead, never_synced).",
+            labels=["state"],
+        )
+        mode.add_metric([state.mode], 1.0)
+        yield mode
         if state.last_contact is not None:
             yield _gauge(
                 "clock_last_contact_timestamp_seconds",

@@ -144,10 +144,34 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(
         5,
-        "reserved",
+        "authenticated rows",
         """
-        -- Reserved for a migration of a parallel branch (trusted time); the lead
-        -- renumbers at merge. Intentionally empty.
+        -- Every row that can grant something carries a keyed MAC (HMAC-SHA256 under
+        -- the gateway's local key, agent/state/rowmac.py) bound to its grant, guest
+        -- and version; a row whose MAC fails hides and raises state_tampered. Rows
+        -- stored before this version get their MACs when the daemon first opens
+        -- the migrated database (agent/grants/store.py, adopt).
+        ALTER TABLE grants ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE grants ADD COLUMN mac TEXT;
+        ALTER TABLE grant_guests ADD COLUMN checkin_seq INTEGER;
+        ALTER TABLE grant_guests ADD COLUMN mac TEXT;
+        -- A revoked, removed or replaced grant's highest dead version, kept until the
+        -- grant's end: re-inserted rows of that version or older open nothing. The
+        -- set as a whole is authenticated by a MAC in meta (tombstones_mac), so a
+        -- deleted tombstone is noticed.
+        CREATE TABLE grant_tombstones (
+            grant_id TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            until REAL NOT NULL,
+            mac TEXT NOT NULL
+        );
+        -- PIN lockouts per lock, kept across restarts (agent/state/lockouts.py).
+        CREATE TABLE pin_lockouts (
+            lock_id TEXT PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            locked_until REAL,
+            mac TEXT NOT NULL
+        );
         """,
     ),
     Migration(

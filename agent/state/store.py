@@ -61,6 +61,8 @@ class Store:
         self._lock = threading.RLock()
         self._after_commit: list[Callable[[], None]] = []
         self.db = sqlite_utils.Database(conn)
+        # The schema version found at open (0 for a new database), before migrating.
+        self.migrated_from = 0
 
     @classmethod
     def open(cls, path: Path, migrations: Sequence[Migration] = MIGRATIONS) -> Store:
@@ -113,6 +115,11 @@ class Store:
         with self._lock:
             yield self._conn
 
+    @property
+    def in_transaction(self) -> bool:
+        """A write transaction is open on the connection (by this thread or another)."""
+        return self._conn.in_transaction
+
     def schema_version(self) -> int:
         """The ``user_version`` the schema is at."""
         with self.read() as conn:
@@ -141,6 +148,7 @@ class Store:
         if [m.version for m in migrations] != expected:
             raise StoreError("migrations must be numbered 1, 2, 3, … without gaps")
         current = self.schema_version()
+        self.migrated_from = current
         if current > len(migrations):
             raise StoreError(
                 f"database schema version {current} is newer than this lockgw knows "

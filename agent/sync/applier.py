@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable
 
@@ -12,6 +13,21 @@ from agent.grants.store import GrantStore, SyncPartRejected
 UnlockRequest = Callable[[str, float, str], None]
 # OSDP output control carries the timer in tenths of a second in one byte.
 MAX_UNLOCK_S = 25.5
+MIN_UNLOCK_S = 0.1
+
+
+def unlock_seconds(value: object) -> float:
+    """``value`` as an unlock time: a finite number of seconds within 0.1..25.5, else a
+    ValueError that names it (the CLI, the control socket and ``lock.unlock`` share it)."""
+    try:
+        seconds = float(value) if isinstance(value, int | float | str) else math.nan
+    except ValueError:
+        seconds = math.nan
+    if isinstance(value, bool) or not math.isfinite(seconds):
+        raise ValueError(f"seconds must be a number of seconds, got {value!r}")
+    if not MIN_UNLOCK_S <= seconds <= MAX_UNLOCK_S:
+        raise ValueError(f"seconds must be within {MIN_UNLOCK_S}..{MAX_UNLOCK_S}, got {value!r}")
+    return seconds
 
 
 class GatewayApplier:
@@ -49,12 +65,11 @@ class GatewayApplier:
                 raise CommandRejected(
                     "unknown_lock", f"lock.unlock: no lock {lock!r} on this gateway"
                 )
-            seconds, reason = float(command.body["seconds"]), str(command.body["reason"])
-            if seconds > MAX_UNLOCK_S:
-                raise CommandRejected(
-                    "invalid_body",
-                    f"lock.unlock: seconds {seconds:g} exceeds the locks' limit of {MAX_UNLOCK_S}",
-                )
+            try:
+                seconds = unlock_seconds(command.body["seconds"])
+            except ValueError as exc:
+                raise CommandRejected("invalid_body", f"lock.unlock: {exc}") from None
+            reason = str(command.body["reason"])
             unlock = self._unlock
             return lambda: unlock(lock, seconds, reason)
         if command.type == "ping":

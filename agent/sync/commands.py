@@ -58,6 +58,9 @@ from agent.sync.outbox import Outbox
 log = logging.getLogger(__name__)
 
 REPLAY_MARGIN_S = 86_400.0
+# Commands wait at the broker for at most the session expiry (7 days); one signed
+# longer ago than this is refused, so a replay never outlives its recorded id.
+REPLAY_WINDOW_S = 8 * 86_400.0
 
 
 class CommandApplier(Protocol):
@@ -93,12 +96,14 @@ class CommandProcessor:
         *,
         max_payload_bytes: int = 1_048_576,
         now: Callable[[], dt.datetime] = utc_now,
-        on_verified: Callable[[float], None] | None = None,
+        on_verified: Callable[[float], bool | None] | None = None,
         on_eid_result: Callable[[Command], str] | None = None,
     ) -> None:
         """``on_verified(ts)`` gets the ``ts`` (epoch seconds) of every command whose
         signature and envelope check out, before exp/replay checks (a clock guard can
-        use it as trusted time); ``now`` is the time exp is checked against."""
+        use it as trusted time); returning False refuses the command as ``clock_skew``
+        (``sync.ack`` is still applied: it carries no time). ``now`` is trusted time:
+        exp and the replay window are checked against it and ids are pruned by it."""
         self._store = store
         self._outbox = outbox
         self._gw = gateway_id
@@ -110,6 +115,7 @@ class CommandProcessor:
         self._on_verified = on_verified
         self._on_eid_result = on_eid_result
         self.counters: dict[str, int] = {"received": 0, "applied": 0, "synced": 0}
+        self.drop_log = DropLog()
         self.last_sync_at: str | None = None
 
     def handle(self, payload: bytes) -> CommandOutcome:
@@ -146,9 +152,11 @@ class CommandProcessor:
             reason = "wrong_gw" if exc.field == "gw" else "invalid_body"
             return self._reject_unrecorded(cmd_id, reason, str(exc), env)
         assert isinstance(cmd_id, str)
+        ts = parse_time(env["ts"]).timestamp()
+        skewed = False
         if self._on_verified is not None:
             try:
-                self._on_verified(parse_time(env["ts"]).timestamp())
+                skewed = self._on_verified(ts) is False
             except Exception:
                 log.exception("on_verified hook failed")
         exp = parse_time(env["exp"], "exp")
@@ -165,10 +173,21 @@ class CommandProcessor:
             return self._sync_ack(command, now)
         if command.type == "eid.result":
             return self._eid_result(command, now)
-        return self._execute(command, now)
+        refusal: tuple[str, str] | None = None
+        if skewed:
+            ahead = ts - now.timestamp()
+            refusal = (
+                "clock_skew",
+                f"clock_skew: command ts is {ahead:.0f} s ahead of the gateway's trusted time",
+            )
+        elif now.timestamp() - ts > REPLAY_WINDOW_S:
+            refusal = ("expired", "expired: command is older than the replay window")
+        return self._execute(command, now, refusal)
 
     def prune(self) -> int:
-        """Forget command ids whose exp passed more than a day ago (replay is then an exp fail)."""
+        """Forget command ids whose exp passed more than a day ago by trusted time (a
+        replay is then an exp fail, since trusted time never goes back)."""
+        self.drop_log.flush()
         cutoff = self._now().timestamp() - REPLAY_MARGIN_S
         with self._store.write() as conn:
             return conn.execute("DELETE FROM link_commands WHERE exp < ?", (cutoff,)).rowcount
@@ -211,7 +230,9 @@ class CommandProcessor:
             "ok" if matched == "matched" else "dropped", f"eid_{matched}", command.id
         )
 
-    def _execute(self, command: Command, now: dt.datetime) -> CommandOutcome:
+    def _execute(
+        self, command: Command, now: dt.datetime, refusal: tuple[str, str] | None = None
+    ) -> CommandOutcome:
         post: Callable[[], None] | None = None
         with self._store.write() as conn:
             row = conn.execute(
@@ -220,15 +241,17 @@ class CommandProcessor:
             if row is not None:
                 if row[0]:
                     self._count("rejected_replayed")
-                    log.warning(
-                        "command replayed again", extra={"cmd_id": command.id, "type": command.type}
-                    )
+                    self.drop_log.note("replayed_again", f"command {command.id} replayed again")
                     return CommandOutcome("dropped", "replayed", command.id)
                 conn.execute(
                     "UPDATE link_commands SET replay_acked = 1 WHERE id = ?", (command.id,)
                 )
                 self._ack(conn, command.id, "replayed: command id already executed")
                 status, reason = "rejected", "replayed"
+            elif refusal is not None:
+                status, reason = "rejected", refusal[0]
+                self._record(conn, command, now, "rejected")
+                self._ack(conn, command.id, refusal[1])
             elif command.exp <= now:
                 status, reason = "rejected", "expired"
                 self._record(conn, command, now, "rejected")
@@ -303,11 +326,56 @@ class CommandProcessor:
 
     def _drop(self, reason: str, detail: str) -> CommandOutcome:
         self._count(f"dropped_{reason}")
-        log.warning("command dropped", extra={"reason": reason, "error": detail})
+        self.drop_log.note(reason, detail)
         return CommandOutcome("dropped", reason)
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+
+
+class DropLog:
+    """Warning lines for dropped payloads that a flood cannot multiply.
+
+    Anyone on the broker can publish garbage to ``P/cmd``; each drop is counted (the
+    processor's counters), but the log gets the first drop after a quiet interval
+    with its detail, then at most one summary line per ``interval_s`` with the count
+    per reason since the last line.
+    """
+
+    def __init__(
+        self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval = interval_s
+        self._clock = clock
+        self._last: float | None = None
+        self._pending: dict[str, int] = {}
+        self.lines = 0
+
+    def note(self, reason: str, detail: str) -> None:
+        """One dropped payload."""
+        now = self._clock()
+        if self._last is None or now - self._last >= self._interval:
+            if self._pending:
+                self.flush()
+            else:
+                self._last = now
+                self.lines += 1
+                log.warning("command dropped", extra={"reason": reason, "error": detail})
+                return
+        self._pending[reason] = self._pending.get(reason, 0) + 1
+
+    def flush(self) -> None:
+        """Write the summary of drops not yet logged (called by the periodic prune too)."""
+        now = self._clock()
+        if not self._pending or (self._last is not None and now - self._last < self._interval):
+            return
+        counts, self._pending = self._pending, {}
+        self._last = now
+        self.lines += 1
+        log.warning(
+            "commands dropped since the last line",
+            extra={"counts": counts, "interval_s": self._interval},
+        )
 
 
 def _answerable(cmd_id: object) -> bool:

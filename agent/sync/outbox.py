@@ -30,6 +30,7 @@ the platform can acknowledge past it.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sqlite3
 import threading
@@ -43,7 +44,6 @@ from agent.contract.messages import (
     format_time,
     make_envelope,
     topic_kind,
-    utc_now,
     validate_gateway_message,
 )
 from agent.contract.seal import DEFAULT_MAX_BYTES, seal
@@ -121,6 +121,7 @@ class Outbox:
         self._warn_bytes = int(max_bytes * warn_ratio)
         self._droppable = frozenset(droppable_types)
         self._max_message_bytes = max_message_bytes
+        # Trusted time in the daemon: envelope ts and created_at never follow a wall clock set.
         self._clock = clock
         self._gap_grace_s = gap_grace_s
         self._listeners: list[Callable[[], None]] = []
@@ -148,7 +149,7 @@ class Outbox:
                     f"outbox counter was at {last_seq}, below numbers already used; "
                     f"resumed after {floor} (the gap {last_seq + 1}..{floor} was never sent "
                     "from this database)",
-                    format_time(utc_now()),
+                    format_time(self._now()),
                 )
                 conn.execute(
                     "INSERT INTO outbox_gaps (first, last, reason, noticed_at)"
@@ -162,6 +163,9 @@ class Outbox:
         self.declare_due_gaps()
 
     # -- writing -------------------------------------------------------------
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
 
     def enqueue(self, msg_type: str, body: dict[str, Any]) -> int | None:
         """Seal and store one message; its seq, or None if refused at the bound."""
@@ -218,7 +222,7 @@ class Outbox:
             self.enqueue_in(
                 conn,
                 "alert.outbox_near_full",
-                {"at": format_time(utc_now()), "bytes": total, "max_bytes": self._max_bytes},
+                {"at": format_time(self._now()), "bytes": total, "max_bytes": self._max_bytes},
             )
         return seq
 
@@ -227,7 +231,7 @@ class Outbox:
     ) -> tuple[int, str]:
         seq = int(conn.execute("SELECT last_seq FROM outbox_meta").fetchone()[0]) + 1
         self._reservation.ensure(seq)
-        envelope = make_envelope(msg_type, self._gw, body, seq=seq, now=utc_now())
+        envelope = make_envelope(msg_type, self._gw, body, seq=seq, now=self._now())
         validate_gateway_message(envelope)
         sealed = seal(
             envelope,
@@ -266,7 +270,7 @@ class Outbox:
                 if chunk[0][0] <= seq <= chunk[-1][1]:
                     chunk_types[msg_type] = chunk_types.get(msg_type, 0) + 1
             notice = {
-                "at": format_time(utc_now()),
+                "at": format_time(self._now()),
                 "seqs": chunk,
                 "count": sum(b - a + 1 for a, b in chunk),
                 "types": chunk_types,
@@ -315,7 +319,7 @@ class Outbox:
                         conn,
                         "outbox.dropped",
                         {
-                            "at": format_time(utc_now()),
+                            "at": format_time(self._now()),
                             "seqs": chunk,
                             "count": count,
                             "types": {},

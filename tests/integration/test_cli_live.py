@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.config.schema import load_config
+from agent.runtime.control import ControlError, call
 from firmware_sim.site import SimulatedSite
 from tests.support.e2e import EXAMPLES, OBAMA, Guest, make_guest, present
 
@@ -96,6 +98,13 @@ def test_locks_commands_go_through_the_running_daemon(site: tuple[SimulatedSite,
     assert "recorded as seq" in tested.stdout
     opened = simulated.building.platform.wait_for_event("door.opened", after_seq=mark)["body"]
     assert opened["method"] == ["remote"] and opened["remote"] == "technician test"
+    # The control socket checks seconds as the CLI does: nothing unlocks, the key is named.
+    sock = load_config(simulated.config_path).gateway.control_socket
+    mark = simulated.building.platform.last_seq
+    for bad in ("nan", 1e9, -1, "inf", True):
+        with pytest.raises(ControlError, match="seconds must be"):
+            call(sock, "locks.test", {"lock": "L101", "seconds": bad})
+    assert simulated.building.platform.last_seq == mark  # nothing recorded, nothing opened
 
     refused = run("locks", "keyset", "1", "--config", config)
     assert refused.returncode == 2

@@ -13,6 +13,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +23,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from firmware_sim.broker import MosquittoBroker, accepts, find_mosquitto
 from firmware_sim.broker import free_port as free_port  # re-exported for the tests
 from firmware_sim.netcut import NetCut
+
+if TYPE_CHECKING:
+    from agent.state.clock import ClockGuard
 
 REPO = Path(__file__).resolve().parents[2]
 # Locks the in-process gateway knows (lock.unlock for any other is refused).
@@ -197,8 +201,20 @@ class GatewayRig:
         self.applier = GatewayApplier(
             self.grants, set(RIG_LOCKS), unlock=lambda lock, s, r: self.unlocks.append((lock, s, r))
         )
+        # With clock sources (an attacker's wall clock), commands are judged by trusted time.
+        sources = settings.pop("clock_sources", None)
+        self.clock: ClockGuard | None = None
+        timing: dict[str, Any] = {}
+        if sources is not None:
+            from agent.state.clock import ClockGuard
+
+            clock = self.clock = ClockGuard(self.store, sources=sources)  # type: ignore[arg-type]
+            timing = {
+                "now": lambda: dt.datetime.fromtimestamp(clock.now(), dt.UTC),
+                "on_verified": clock.observe_trusted,
+            }
         self.processor = CommandProcessor(
-            self.store, self.outbox, gateway_id, self.gw_keys, self.pf_keys, self.applier
+            self.store, self.outbox, gateway_id, self.gw_keys, self.pf_keys, self.applier, **timing
         )
         base: dict[str, object] = {
             "host": "127.0.0.1",

@@ -38,13 +38,22 @@ class QuietBus:
 
 
 def _flow(tmp_path: Path, bus: QuietBus, journal: Journal) -> DoorFlow:
+    return _flow_and_store(tmp_path, bus, journal)[0]
+
+
+def _flow_and_store(tmp_path: Path, bus: QuietBus, journal: Journal) -> tuple[DoorFlow, Store]:
+    """The door flow over the files in ``tmp_path`` (made on first use, reused after)."""
     keys = tmp_path / "keys"
-    keys.mkdir()
-    create_gateway_keys(keys / "gateway.jwks")
-    platform = {
-        "keys": [new_key("Ed25519").as_dict(private=True), new_key("X25519").as_dict(private=True)]
-    }
-    (keys / "platform.jwks").write_text(json.dumps(public_set(platform)), encoding="utf-8")
+    if not keys.exists():
+        keys.mkdir()
+        create_gateway_keys(keys / "gateway.jwks")
+        platform = {
+            "keys": [
+                new_key("Ed25519").as_dict(private=True),
+                new_key("X25519").as_dict(private=True),
+            ]
+        }
+        (keys / "platform.jwks").write_text(json.dumps(public_set(platform)), encoding="utf-8")
     pf_keys = load_platform_keys(keys / "platform.jwks")
     store = Store.open(tmp_path / "lockgw.db")
     outbox = Outbox(store, "pin-gw-01", load_gateway_keys(keys / "gateway.jwks"), pf_keys)
@@ -52,7 +61,7 @@ def _flow(tmp_path: Path, bus: QuietBus, journal: Journal) -> DoorFlow:
     grants = GrantStore(store, SecretBox.load_or_create(tmp_path / "local.key"), pf_keys)
     clock = ClockGuard(store)
     clock.observe_trusted(time.time())  # the platform was heard from just now
-    return DoorFlow(
+    flow = DoorFlow(
         store=store,
         outbox=outbox,
         grants=grants,
@@ -62,6 +71,7 @@ def _flow(tmp_path: Path, bus: QuietBus, journal: Journal) -> DoorFlow:
         doors=[DoorDevices("L1", "101", "bus0", 1, 1.0, bus, None)],
         settings=FlowSettings(SitePolicy()),  # the defaults: 5 PIN attempts, then the lockout
     )
+    return flow, store
 
 
 def test_fifth_wrong_pin_with_defaults_raises_exactly_one_brute_force(tmp_path: Path) -> None:
@@ -86,3 +96,26 @@ def test_fifth_wrong_pin_with_defaults_raises_exactly_one_brute_force(tmp_path: 
     assert asyncio.run(type_pins(2)) == ["pin_locked_out"] * 2
     assert [e["type"] for e in journal.since()].count("alert.brute_force") == 1
     assert bus.denied == 7
+
+
+def test_the_lockout_and_the_failures_survive_a_restart(tmp_path: Path) -> None:
+    bus = QuietBus()
+
+    async def wrong(flow: DoorFlow, count: int) -> list[str]:
+        reasons = []
+        for _ in range(count):
+            outcome = await flow.keypad("L1", "000000#")
+            assert outcome is not None
+            reasons.append(outcome.reason)
+        return reasons
+
+    flow, store = _flow_and_store(tmp_path, bus, Journal())
+    assert asyncio.run(wrong(flow, 3)) == ["pin_wrong"] * 3
+    store.close()  # the daemon restarts over the same files
+    flow, store = _flow_and_store(tmp_path, bus, Journal())
+    # two more make five: the count held across the restart
+    assert asyncio.run(wrong(flow, 3)) == ["pin_wrong", "pin_wrong", "pin_locked_out"]
+    store.close()
+    flow, store = _flow_and_store(tmp_path, bus, Journal())
+    assert asyncio.run(wrong(flow, 1)) == ["pin_locked_out"]  # and so did the lockout
+    store.close()
