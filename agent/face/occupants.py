@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.face.verify import distance
+from agent.face.template import distance
 
 log = logging.getLogger(__name__)
 
