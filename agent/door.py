@@ -14,6 +14,30 @@ from typing import Literal
 
 from agent.grants import VerifiedGuest
 
+Liveness = Literal["off", "blink", "pad", "pad+blink"]
+_CHECKS: dict[str, frozenset[str]] = {
+    "off": frozenset(),
+    "blink": frozenset({"blink"}),
+    "pad": frozenset({"pad"}),
+    "pad+blink": frozenset({"pad", "blink"}),
+}
+
+
+def required_liveness(site: Liveness, grant: str | None) -> Liveness:
+    """The checks a presentation must pass: the site's, plus any more the grant asks for.
+
+    The site's setting is a floor: a grant can add a check, never remove one
+    (a grant saying ``"off"`` leaves the site's checks in force).
+    """
+    checks = _CHECKS[site] | _CHECKS.get(grant or "off", frozenset())
+    if checks == {"pad", "blink"}:
+        return "pad+blink"
+    if checks == {"pad"}:
+        return "pad"
+    if checks == {"blink"}:
+        return "blink"
+    return "off"
+
 # What the person at the door may learn (never which check failed in detail).
 SAY_NOT_AUTHORISED = "not authorised"
 SAY_FACE_NOT_RECOGNISED = "face not recognised"
@@ -27,7 +51,7 @@ class SitePolicy:
 
     reentry_requires_face: bool = True
     pin_reentry: bool = True
-    liveness: Literal["off", "blink"] = "off"
+    liveness: Liveness = "pad"
     offline_grace_s: float = 72 * 3600.0
     pin_max_attempts: int = 5
     pin_lockout_s: float = 300.0
@@ -75,7 +99,7 @@ class Decision:
     factors: tuple[str, ...] = ()
     first_entry: bool = False
     needs_face: bool = False  # not final: capture a face and decide again
-    liveness: Literal["off", "blink"] = "off"
+    liveness: Liveness = "off"
 
 
 def deny(
@@ -135,7 +159,7 @@ def _decide_card(
         return deny(why)
     guest = usable[0]
     first_entry = guest.checked_in_at is None
-    liveness = guest.policy.liveness or policy.liveness
+    liveness = required_liveness(policy.liveness, guest.policy.liveness)
     if not first_entry and not policy.reentry_requires_face:
         return Decision(True, "card", SAY_WELCOME, guest, ("id_card",), first_entry=False)
     face = presentation.face
@@ -148,8 +172,14 @@ def _decide_card(
             needs_face=True,
             liveness=liveness,
         )
+    if liveness != "off" and face.liveness_passed is False:
+        # A picture is refused as one, whether or not it resembles the guest.
+        return deny("liveness_failed", SAY_FACE_NOT_RECOGNISED, guest)
     if not face.matched:
-        reason = "face_mismatch" if face.reason == "no_match" else f"face_{face.reason}"
+        if face.reason in ("no_match", "replayed_reference"):
+            reason = "face_mismatch" if face.reason == "no_match" else face.reason
+        else:
+            reason = f"face_{face.reason}"
         return deny(reason, SAY_FACE_NOT_RECOGNISED, guest)
     if liveness != "off" and face.liveness_passed is not True:
         return deny("liveness_failed", SAY_FACE_NOT_RECOGNISED, guest)

@@ -315,7 +315,7 @@ def test_json_report_shape(write_config: Callable[..., Path], tmp_path: Path) ->
     assert data["ok"] is False and data["exit_code"] == done.returncode == 1
     for check in data["checks"]:
         assert set(check) == {"name", "status", "detail", "fix"}
-        assert check["status"] in ("OK", "FAIL", "SKIP")
+        assert check["status"] in ("OK", "FAIL", "WARN", "SKIP")
         if check["status"] == "FAIL":
             assert check["fix"], check
     assert sum(data["counts"].values()) == len(data["checks"])
