@@ -130,6 +130,16 @@ def pad_crop(bgr: np.ndarray, box: FaceBox, scale: float) -> np.ndarray:
     return cv2.resize(crop, (_PAD_INPUT, _PAD_INPUT), interpolation=cv2.INTER_LINEAR)
 
 
+def _gate_box(box: FaceBox) -> FaceBox:
+    """The square the gates measure: YuNet's box is taller and narrower than the
+    near-square boxes the gates' pixel sizes were set on (HOG's), so its mean side."""
+    side = (box.width + box.height) / 2
+    cx, cy = (box.left + box.right) / 2, (box.top + box.bottom) / 2
+    return FaceBox(
+        round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)
+    )
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max())
     return np.asarray(e / e.sum())
@@ -197,7 +207,7 @@ class OnnxFaceModel:
     ) -> tuple[YunetFace | None, Detection, list[YunetFace]]:
         found = self.yunet(bgr)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        det = assess(rgb, [d.box for d in found], gates)
+        det = assess(rgb, [_gate_box(d.box) for d in found], gates)
         return (found[0] if det.usable else None), det, found
 
     def detect(self, bgr: np.ndarray, gates: QualityGates | None = None) -> Detection:
