@@ -70,7 +70,7 @@ class FaceSettings:
     """A burst is live when the mean MiniFASNet live probability reaches this."""
     replay_cosine: float = REPLAY_COSINE
     detect_max_side: int = 640
-    detect_score: float = 0.6
+    detect_score: float = 0.7
     """YuNet's smallest face score."""
     gates: QualityGates = field(default_factory=QualityGates)
     reference_gates: QualityGates = field(
