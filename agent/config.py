@@ -257,7 +257,7 @@ class FaceSection(_Section):
         description="Liveness: presentation-attack detection (MiniFASNet), plus a blink, or off.",
     )
     allow_without_liveness: bool = Field(
-        False, description="Needed to set `liveness = \"off\"`: a printed photo then matches."
+        False, description='Needed to set `liveness = "off"`: a printed photo then matches.'
     )
     pad_threshold: float = Field(
         0.5, gt=0, lt=1, description="Smallest mean live probability of an attempt's frames."

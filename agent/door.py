@@ -38,6 +38,7 @@ def required_liveness(site: Liveness, grant: str | None) -> Liveness:
         return "blink"
     return "off"
 
+
 # What the person at the door may learn (never which check failed in detail).
 SAY_NOT_AUTHORISED = "not authorised"
 SAY_FACE_NOT_RECOGNISED = "face not recognised"

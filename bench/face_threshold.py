@@ -85,8 +85,10 @@ def main() -> int:
             g, i = pair_distances(encode_all(model, people), name)
             dists[label] = (g, i)
             limits[label] = largest_threshold(i, FAR_TARGET)
-            print(f"{name} {label}: {len(g)} genuine, {len(i)} impostor pairs;"
-                  f" FAR <= 0.1 % up to {limits[label]:.3f}")
+            print(
+                f"{name} {label}: {len(g)} genuine, {len(i)} impostor pairs;"
+                f" FAR <= 0.1 % up to {limits[label]:.3f}"
+            )
         t = min(limits.values())
         figures[f"{name}_threshold"] = round(t, 3)
         for label, (g, i) in dists.items():

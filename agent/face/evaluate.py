@@ -217,9 +217,7 @@ def pair_distances(
     for encs in templates.values():
         genuine.extend(model_distance(model, a, b) for a, b in itertools.combinations(encs, 2))
     for pa, pb in itertools.combinations(sorted(templates), 2):
-        impostor.extend(
-            model_distance(model, a, b) for a in templates[pa] for b in templates[pb]
-        )
+        impostor.extend(model_distance(model, a, b) for a in templates[pa] for b in templates[pb])
     return genuine, impostor
 
 
