@@ -118,7 +118,7 @@ def main() -> int:
                 cam.show(paths[0])
                 frame = cam.read()
                 assert frame is not None
-                ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+                _ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
                 r = model.verify(cv2.imdecode(buf, cv2.IMREAD_COLOR), ref)
                 if r.distance is not None:
                     replayed.append(1 - r.distance)
