@@ -17,33 +17,32 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import repo_path  # noqa: F401  (first: puts the checkout on sys.path)
 from joserfc.jwk import OKPKey
 
-from agent.applier import GatewayApplier
-from agent.commands import CommandProcessor
-from agent.door import DoorHistory, Presentation, SitePolicy, decide
-from agent.grants import GrantStore
-from agent.keys import (
+from agent.contract.keys import (
     create_gateway_keys,
     load_gateway_keys,
     load_platform_keys,
     new_key,
     public_set,
 )
-from agent.messages import make_envelope
-from agent.outbox import Outbox
-from agent.seal import seal
-from agent.secretbox import SecretBox
-from agent.simsite import SimulatedSite
+from agent.contract.messages import make_envelope
+from agent.contract.seal import seal
+from agent.door.decision import DoorHistory, Presentation, SitePolicy, decide
+from agent.grants.store import GrantStore
+from agent.state.secretbox import SecretBox
+from agent.sync.applier import GatewayApplier
+from agent.sync.commands import CommandProcessor
+from agent.sync.outbox import Outbox
+from firmware_sim.guests import make_guest
 from firmware_sim.idcards import make_id_number, sample_card
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.e2e_support import OBAMA, make_guest
+from firmware_sim.photos import OBAMA
+from firmware_sim.site import SimulatedSite
 
 GRANTS = 10_000
 
@@ -57,7 +56,7 @@ def bench_decide(workdir: Path, lookups: int = 2000) -> dict[str, float]:
     """Decision latency with 10,000 grants stored."""
     from datetime import date
 
-    from agent.store import Store
+    from agent.state.store import Store
 
     keys = workdir / "keys"
     keys.mkdir()

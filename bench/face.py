@@ -32,8 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import repo_path  # noqa: F401  (first: puts the checkout on sys.path)
 
 from agent.face import FaceSettings, FaceWorker, Reason
 from agent.face.evaluate import evaluate, evaluate_pad, labelled_images

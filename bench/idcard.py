@@ -19,6 +19,8 @@ import sys
 import threading
 import time
 
+import repo_path  # noqa: F401  (first: puts the checkout on sys.path)
+
 from drivers.idcard.reader import CardRead, IdCardReader
 from firmware_sim.idcards import sample_card
 from firmware_sim.idreader import IdReaderSimulator

@@ -27,23 +27,22 @@ import threading
 import time
 from pathlib import Path
 
+import repo_path  # noqa: F401  (first: puts the checkout on sys.path)
+
+from agent.contract.keys import create_gateway_keys, load_gateway_keys, load_platform_keys
+from agent.contract.messages import format_time, make_envelope, utc_now
+from agent.contract.seal import seal
+from agent.grants.store import GrantStore
+from agent.state.secretbox import SecretBox
+from agent.state.store import Store
+from agent.sync.applier import GatewayApplier
+from agent.sync.commands import CommandProcessor
+from agent.sync.link import Link, LinkSettings
+from agent.sync.outbox import Outbox
+from firmware_sim.broker import MosquittoBroker
+from firmware_sim.polling import wait_until
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from mqtt_support import wait_until  # noqa: E402
-
-from agent.applier import GatewayApplier  # noqa: E402
-from agent.commands import CommandProcessor  # noqa: E402
-from agent.grants import GrantStore  # noqa: E402
-from agent.keys import create_gateway_keys, load_gateway_keys, load_platform_keys  # noqa: E402
-from agent.link import Link, LinkSettings  # noqa: E402
-from agent.messages import format_time, make_envelope, utc_now  # noqa: E402
-from agent.outbox import Outbox  # noqa: E402
-from agent.seal import seal  # noqa: E402
-from agent.secretbox import SecretBox  # noqa: E402
-from agent.store import Store  # noqa: E402
-from firmware_sim.broker import MosquittoBroker  # noqa: E402
 
 GW = "bench-gw"
 

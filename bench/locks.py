@@ -16,13 +16,12 @@ import itertools
 import json
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import repo_path  # noqa: F401  (first: puts the checkout on sys.path)
 
 from drivers.osdp import LockSpec, OsdpBus
 from drivers.osdp.frames import CMD_POLL, FrameScanner

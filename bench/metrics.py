@@ -17,24 +17,22 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import repo_path  # noqa: F401  (first: puts the checkout on sys.path)
 from joserfc.jwk import OKPKey
 from prometheus_client import generate_latest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from agent.config import load_config
-from agent.doorflow import Outcome
-from agent.gateway import build_gateway
-from agent.keys import create_gateway_keys, load_gateway_keys, new_key, public_set
-from agent.messages import make_envelope
-from agent.metrics import Metrics
-from agent.seal import seal
-from agent.store import Store
+from agent.config.schema import load_config
+from agent.contract.keys import create_gateway_keys, load_gateway_keys, new_key, public_set
+from agent.contract.messages import make_envelope
+from agent.contract.seal import seal
+from agent.door.flow import Outcome
+from agent.runtime.gateway import build_gateway
+from agent.runtime.metrics import Metrics
+from agent.state.store import Store
 from firmware_sim.idcards import make_id_number
 
 LOCKS = 16

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.store import Store
+from agent.state.store import Store
 
 SINGLE_COMMITS = 400
 BATCH_ROWS = 20_000

@@ -21,8 +21,8 @@ public half with the platform. This module never imports ``agent``; it runs
 the ``lockgw`` command when asked to (:meth:`Building.init_gateway_keys`,
 :meth:`Building.provision_lock_keys`).
 
-Run ``python -m firmware_sim.building --doors 4 --dir D`` for a building a
-person can drive from another shell with ``python -m firmware_sim.building ctl``.
+Run ``python -m firmware_sim.building_ctl --doors 4 --dir D`` for a building a
+person can drive from another shell with ``python -m firmware_sim.building_ctl ctl``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
@@ -54,9 +54,6 @@ from firmware_sim.idreader import IdReaderSimulator
 from firmware_sim.locks import SimBus, SimLock
 from firmware_sim.netcut import CutMode, NetCut
 from firmware_sim.platform import PlatformSim, SimKeys
-
-if TYPE_CHECKING:
-    from firmware_sim.building_ctl import ControlServer
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +369,6 @@ class Building:
         gateway_id: str = DEFAULT_GATEWAY_ID,
         bus_baudrate: int = 115200,
         reader_baudrate: int = 115200,
-        control_socket: bool = True,
         config_overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self._own_dir = workdir is None
@@ -382,7 +378,6 @@ class Building:
         self.bus_baudrate = bus_baudrate
         self.reader_baudrate = reader_baudrate
         self._external_broker = broker
-        self._want_socket = control_socket
         self._config_overrides = dict(config_overrides or {})
         self.doors = [
             DoorInfo(
@@ -400,7 +395,6 @@ class Building:
         self.bus: SimBus | None = None
         self.readers: dict[str, IdReaderSimulator] = {}
         self._platform: PlatformHandle | None = None
-        self._server: ControlServer | None = None
         self._scene_mutex = threading.Lock()
         self._started = False
         self.gateway_pinned = False
@@ -462,11 +456,6 @@ class Building:
         if self.proxy is None:
             raise BuildingError("the building is not started")
         return self.proxy.address
-
-    @property
-    def control_server(self) -> ControlServer | None:
-        """The control socket server while it runs (its ``bad_requests`` counts refusals)."""
-        return self._server
 
     @property
     def platform(self) -> PlatformHandle:
@@ -532,11 +521,6 @@ class Building:
         self._platform = PlatformHandle(sim, self.gateway_id)
         sim.start()
         self.write_gateway_config(self.config_path, **self._config_overrides)
-        if self._want_socket:
-            from firmware_sim.building_ctl import ControlServer
-
-            self._server = ControlServer(self, self.control_socket_path)
-            self._server.start()
         log.info("simulated building started", extra={"doors": len(self.doors)})
 
     def _start_locks(self) -> None:
@@ -552,9 +536,6 @@ class Building:
 
     def stop(self) -> None:
         """Stop everything (safe to call twice); a temporary work dir is removed."""
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
         if self._platform is not None:
             self._platform.sim.stop()
             self._platform = None
@@ -922,14 +903,3 @@ def _write_private(path: Path, text: str, mode: int) -> None:
         out.write(text)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m firmware_sim.building``: see :mod:`firmware_sim.building_ctl`."""
-    from firmware_sim.building_ctl import main as ctl_main
-
-    return ctl_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

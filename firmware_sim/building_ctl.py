@@ -5,8 +5,8 @@ is one object ``{"op": "...", ...}``, each answer one line
 ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``. A bad
 request is answered with the error, counted, and changes nothing.
 
-``python -m firmware_sim.building --doors 4 --dir D`` starts a building and
-runs until Ctrl-C; ``python -m firmware_sim.building ctl --dir D ACTION ...``
+``python -m firmware_sim.building_ctl --doors 4 --dir D`` starts a building and
+runs until Ctrl-C; ``python -m firmware_sim.building_ctl ctl --dir D ACTION ...``
 sends one action to it (``ctl --help`` lists them).
 """
 
@@ -230,7 +230,7 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().__init__(path, _Handler)
 
 
-class ControlServer:
+class BuildingControlServer:
     """The building's control socket, served on a background thread."""
 
     def __init__(self, building: Building, path: Path) -> None:
@@ -268,6 +268,33 @@ class ControlServer:
 
 
 # ---------------------------------------------------------------- client
+class ServedBuilding(Building):
+    """A building whose control socket (``<dir>/building.sock``) is served while it runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._server: BuildingControlServer | None = None
+
+    @property
+    def control_server(self) -> BuildingControlServer | None:
+        """The control socket server while it runs (its ``bad_requests`` counts refusals)."""
+        return self._server
+
+    def start(self) -> ServedBuilding:
+        """Start the building, then its control socket."""
+        super().start()
+        self._server = BuildingControlServer(self, self.control_socket_path)
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the control socket, then the building (safe to call twice)."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        super().stop()
+
+
 class CtlError(Exception):
     """The building refused a request or cannot be reached."""
 
@@ -310,7 +337,7 @@ def _on_off(text: str) -> bool:
 
 def _ctl_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m firmware_sim.building ctl",
+        prog="python -m firmware_sim.building_ctl ctl",
         description="Send one action to a running simulated building.",
     )
     p.add_argument("--dir", type=Path, required=True, help="the building's work directory")
@@ -471,9 +498,10 @@ def _override(text: str) -> tuple[str, str, Any]:
 
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m firmware_sim.building",
+        prog="python -m firmware_sim.building_ctl",
         description="Start a simulated building (locks, ID readers, cameras, platform, broker) "
-        "and run until Ctrl-C. Drive it with: python -m firmware_sim.building ctl --dir DIR ...",
+        "and run until Ctrl-C. Drive it with: "
+        "python -m firmware_sim.building_ctl ctl --dir DIR ...",
     )
     p.add_argument("--dir", type=Path, required=True, help="work directory (created)")
     group = p.add_mutually_exclusive_group()
@@ -524,7 +552,7 @@ def run_main(argv: Sequence[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        building = Building(
+        building = ServedBuilding(
             doors,
             args.dir,
             broker=broker,
@@ -561,7 +589,7 @@ def run_main(argv: Sequence[str]) -> int:
         print(f"control socket: {building.control_socket_path}")
         print(f"broker: {host}:{port} (the gateway goes through {building.link_address[1]})")
         print(f"run the gateway: lockgw run --config {building.config_path}")
-        print(f"drive it: python -m firmware_sim.building ctl --dir {args.dir} status")
+        print(f"drive it: python -m firmware_sim.building_ctl ctl --dir {args.dir} status")
         print("ready", flush=True)
         while not stop.wait(0.5):
             pass
@@ -571,7 +599,7 @@ def run_main(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m firmware_sim.building [ctl ...]``."""
+    """``python -m firmware_sim.building_ctl [ctl ...]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["ctl"]:
         return ctl_main(argv[1:])

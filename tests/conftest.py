@@ -60,7 +60,7 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
 def make_key_files(keys_dir: Path) -> None:
     """A gateway key set (0600) and a platform public set, as `lockgw keys init` and the
     platform's registration would leave them."""
-    from agent.keys import create_gateway_keys, new_key, public_set
+    from agent.contract.keys import create_gateway_keys, new_key, public_set
 
     keys_dir.mkdir(parents=True, exist_ok=True)
     if not (keys_dir / "gateway.jwks").exists():

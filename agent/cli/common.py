@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from agent.config.schema import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 
 # Exit codes, documented in the README.
 EXIT_OK = 0

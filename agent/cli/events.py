@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from agent.cli.common import EXIT_FAILURE, EXIT_OK, add_config_argument, load_config_or_fail
-from agent.control import ControlError, call
+from agent.runtime.control import ControlError, call
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

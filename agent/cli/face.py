@@ -75,8 +75,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         labelled_images,
         split_layout,
     )
+    from agent.face.loader import load_face_model
     from agent.face.modelfiles import ModelFileError
-    from agent.face.verify import decode_image, load_face_model
+    from agent.face.verify import decode_image
 
     live_dir, attack_dir = split_layout(args.dir)
     settings = _settings(args, attack_dir is not None)

@@ -15,7 +15,7 @@ from agent.cli.common import (
     load_config_or_fail,
     print_json,
 )
-from agent.control import ControlError, call
+from agent.runtime.control import ControlError, call
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

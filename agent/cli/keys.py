@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.cli.common import EXIT_OK, UserError, add_config_argument, load_config_or_fail
-from agent.keys import (
+from agent.contract.keys import (
     KeyFileError,
     create_gateway_keys,
     fingerprint,

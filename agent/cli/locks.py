@@ -27,8 +27,8 @@ from agent.cli.common import (
     load_config_or_fail,
     print_json,
 )
-from agent.control import ControlError, call
-from agent.lockkeys import LockKeyError, LockKeyStore, new_scbk
+from agent.devices.lockkeys import LockKeyError, LockKeyStore, new_scbk
+from agent.runtime.control import ControlError, call
 from drivers.osdp import (
     MAX_UNLOCK_S,
     CommandFailed,

@@ -85,11 +85,11 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from agent.daemon import Daemon
-    from agent.keys import KeyFileError
-    from agent.lockkeys import LockKeyError
-    from agent.logs import configure_logging
-    from agent.store import StoreError
+    from agent.contract.keys import KeyFileError
+    from agent.devices.lockkeys import LockKeyError
+    from agent.runtime.daemon import Daemon
+    from agent.runtime.logs import configure_logging
+    from agent.state.store import StoreError
 
     config = load_config_or_fail(args.config)
     configure_logging(config.gateway.log_level)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.cli.common import EXIT_FAILURE, EXIT_OK, UserError, print_json
-from agent.identity import IdentityError, mask_id_number, mask_name, parse_identity
+from drivers.idcard.identity import IdentityError, mask_id_number, mask_name, parse_identity
 from drivers.idcard.reader import CardRead, IdCardReader, ReaderState, ReaderStatus
 
 
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _port_from_config(path: Path | None) -> tuple[str, int]:
     from agent.cli.common import load_config_or_fail
-    from agent.config import DEFAULT_CONFIG_PATH
+    from agent.config.schema import DEFAULT_CONFIG_PATH
 
     config = load_config_or_fail(path or DEFAULT_CONFIG_PATH)
     for door in config.doors:

@@ -19,7 +19,7 @@ from agent.cli.common import (
     load_config_or_fail,
     print_json,
 )
-from agent.control import ControlError, call
+from agent.runtime.control import ControlError, call
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from agent.store import read_summary
+    from agent.state.store import read_summary
 
     config = load_config_or_fail(args.config)
     try:

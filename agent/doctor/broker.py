@@ -7,7 +7,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from agent.config import Config
+from agent.config.schema import Config
 from agent.doctor.files import describe_certificate
 from agent.doctor.report import FAIL, OK, SKIP, Check
 

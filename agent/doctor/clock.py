@@ -8,9 +8,9 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from agent.clock import BACKWARD_ALERT_S
-from agent.config import Config
+from agent.config.schema import Config
 from agent.doctor.report import FAIL, OK, SKIP, Check, format_age
+from agent.state.clock import BACKWARD_ALERT_S
 
 CLOCK_MAX_BEHIND_S = BACKWARD_ALERT_S
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config
-from agent.control import ControlError, call
+from agent.config.schema import Config
 from agent.doctor.report import FAIL, OK, Check
+from agent.runtime.control import ControlError, call
 
 START_DAEMON = "start it with systemctl start lockgw"
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config, DoorSection
+from agent.config.schema import Config, DoorSection
 from agent.doctor.report import FAIL, OK, SKIP, Check
 
 
@@ -148,9 +148,14 @@ def check_cameras(config: Config, daemon_running: bool, timeout: float) -> list[
 def check_camera(door: DoorSection, daemon_running: bool, timeout: float) -> Check:
     """Grab one frame from a door's camera (V4L2, RTSP or file through OpenCV)."""
     name = f"camera {door.id}"
-    spec = door.camera or ""
-    if spec.startswith("folder:"):
-        folder = Path(spec.removeprefix("folder:"))
+    from agent.devices.cameras import parse_camera_spec
+
+    try:
+        spec = parse_camera_spec(door.camera or "")
+    except ValueError as exc:
+        return Check(name, FAIL, str(exc), "fix the door's camera setting")
+    if spec.folder is not None:
+        folder = spec.folder
         if not folder.is_dir() or not os.access(folder, os.R_OK | os.X_OK):
             return Check(
                 name,
@@ -159,10 +164,10 @@ def check_camera(door: DoorSection, daemon_running: bool, timeout: float) -> Che
                 "start the simulated building, or fix the door's camera setting",
             )
         return Check(name, OK, f"simulated camera: scene folder {folder} present")
-    from drivers.camera.sources import describe, open_capture
+    from drivers.camera.sources import open_capture
 
-    source: int | str = int(spec) if spec.isdigit() else spec
-    label = describe(source)
+    source = spec.source
+    label = spec.label
     if isinstance(source, str) and source.startswith("/dev/") and not Path(source).exists():
         return Check(
             name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from agent.config import Config
+from agent.config.schema import Config
 from agent.doctor.report import FAIL, OK, Check
 
 GIB = 1024**3

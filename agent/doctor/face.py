@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.config import Config
+from agent.config.schema import Config
 from agent.doctor.report import FAIL, OK, WARN, Check
 
 
@@ -22,7 +22,7 @@ def check_face_models(config: Config) -> list[Check]:
     checks: list[Check] = []
     if face.model == "mobilefacenet":
         folder = face.models_dir or default_models_dir()
-        names = RECOGNITION_FILES + (PAD_FILES if face.liveness.startswith("pad") else ())
+        names = RECOGNITION_FILES + PAD_FILES
         try:
             verify_models(folder, names)
         except ModelFileError as exc:

@@ -7,9 +7,9 @@ import os
 import stat
 from pathlib import Path
 
-from agent.config import Config, ConfigError, load_config
+from agent.config.schema import Config, ConfigError, load_config
+from agent.contract.keys import KeyFileError, fingerprint, load_gateway_keys, load_platform_keys
 from agent.doctor.report import FAIL, OK, Check, format_age
-from agent.keys import KeyFileError, fingerprint, load_gateway_keys, load_platform_keys
 
 
 # ------------------------------------------------------------------- config

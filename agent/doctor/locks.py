@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.config import Config, DoorSection
+from agent.config.schema import Config, DoorSection
 from agent.doctor.report import FAIL, OK, SKIP, Check
 
 
@@ -20,8 +20,8 @@ def keyset_fix(config: Config, bus_name: str, address: int) -> str:
 
 def check_lock_keys(config: Config) -> tuple[list[Check], set[tuple[str, int]]]:
     """Each secure-channel bus: every lock on it has a key in the sealed store that opens."""
-    from agent.lockkeys import LockKeyError, LockKeyStore
-    from agent.secretbox import SecretBox, SecretBoxError
+    from agent.devices.lockkeys import LockKeyError, LockKeyStore
+    from agent.state.secretbox import SecretBox, SecretBoxError
 
     checks: list[Check] = []
     unkeyed: set[tuple[str, int]] = set()

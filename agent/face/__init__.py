@@ -5,17 +5,12 @@ Inference runs in :class:`FaceWorker`'s child process, never on the daemon's loo
 
 from agent.face.detect import Detection, FaceBox, QualityGates, Reason
 from agent.face.liveness import BlinkDetector, LivenessDetector, LivenessOff, LivenessResult
+from agent.face.loader import load_face_model
 from agent.face.occupants import OccupantCount, OccupantCounter, watch_entry
 from agent.face.settings import DEFAULT_THRESHOLD, DEFAULT_THRESHOLDS, FaceSettings
 from agent.face.template import template_from_bytes, template_model, template_to_bytes
-from agent.face.verify import (
-    DlibFaceModel,
-    FaceModel,
-    VerifyResult,
-    load_face_model,
-    settings_from_config,
-)
-from agent.face.worker import FaceWorker, verify_attempts
+from agent.face.verify import DlibFaceModel, FaceModel, VerifyResult, settings_from_config
+from agent.face.worker import FaceWorker, verify_attempts, verify_burst
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -41,5 +36,6 @@ __all__ = [
     "template_model",
     "template_to_bytes",
     "verify_attempts",
+    "verify_burst",
     "watch_entry",
 ]

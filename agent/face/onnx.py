@@ -152,21 +152,18 @@ class OnnxFaceModel:
 
     def __init__(self, settings: FaceSettings) -> None:
         self.settings = settings
-        needs_pad = settings.liveness.startswith("pad")
-        files = verify_models(
-            settings.resolved_models_dir(), RECOGNITION_FILES + (PAD_FILES if needs_pad else ())
-        )
+        # PAD is loaded even where the site does not require it: a grant may ask for it,
+        # and every verified frame then carries its live score (about 5 ms).
+        files = verify_models(settings.resolved_models_dir(), RECOGNITION_FILES + PAD_FILES)
         cv2.setNumThreads(1)
         self._yunet = cv2.FaceDetectorYN.create(
             str(files[YUNET]), "", (320, 320), settings.detect_score, 0.3, 50
         )
         self._embed = cv2.dnn.readNetFromONNX(str(files[MOBILEFACENET]))
-        self._pad: list[tuple[cv2.dnn.Net, float]] = []
-        if needs_pad:
-            self._pad = [
-                (cv2.dnn.readNetFromONNX(str(files[name])), scale)
-                for name, scale in _PAD_SCALES.items()
-            ]
+        self._pad = [
+            (cv2.dnn.readNetFromONNX(str(files[name])), scale)
+            for name, scale in _PAD_SCALES.items()
+        ]
         self._input_size: tuple[int, int] | None = None
         self._sp68: Any = None
         self._dlib: Any = None
@@ -272,7 +269,7 @@ class OnnxFaceModel:
         enc = self.embed(bgr, face)
         cosine = float(np.dot(enc, ref))
         dist = 1.0 - cosine
-        live = self.pad_face(bgr, face.box) if self._pad else None
+        live = self.pad_face(bgr, face.box)
         if cosine >= self.settings.replay_cosine:
             # The same picture as the grant's, not a camera's view of a person.
             return VerifyResult(
@@ -298,8 +295,6 @@ class OnnxFaceModel:
 
     def pad_face(self, bgr: np.ndarray, box: FaceBox) -> float:
         """Mean live probability of both MiniFASNet networks for one face box."""
-        if not self._pad:
-            raise RuntimeError("PAD networks not loaded (liveness does not use pad)")
         probs = []
         for net, scale in self._pad:
             crop = pad_crop(bgr, box, scale)

@@ -11,7 +11,7 @@ from agent.face.detect import QualityGates
 from agent.face.modelfiles import default_models_dir
 
 if TYPE_CHECKING:
-    from agent.config import FaceSection
+    from agent.config.schema import FaceSection
 
 FaceModelName = Literal["mobilefacenet", "dlib"]
 LivenessMode = Literal["pad", "pad+blink", "blink", "off"]

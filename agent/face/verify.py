@@ -43,7 +43,6 @@ __all__ = [
     "FaceSettings",
     "VerifyResult",
     "decode_image",
-    "load_face_model",
     "settings_from_config",
     "template_from_bytes",
     "template_to_bytes",
@@ -96,15 +95,6 @@ class FaceModel(Protocol):
     def all_encodings(self, bgr: np.ndarray) -> list[np.ndarray]:
         """Vectors of every face in the frame (occupant counting)."""
         ...
-
-
-def load_face_model(settings: FaceSettings) -> FaceModel:
-    """The configured model, its files checked (raises on a missing or changed file)."""
-    if settings.model == "dlib":
-        return DlibFaceModel(settings)
-    from agent.face.onnx import OnnxFaceModel
-
-    return OnnxFaceModel(settings)
 
 
 def decode_image(data: bytes) -> np.ndarray | None:

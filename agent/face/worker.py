@@ -34,9 +34,10 @@ import numpy as np
 
 from agent.face.detect import Reason
 from agent.face.liveness import BlinkDetector, LivenessResult, fuse_pad
+from agent.face.loader import load_face_model
 from agent.face.modelfiles import PAD_FILES, RECOGNITION_FILES, verify_models
 from agent.face.settings import FaceSettings
-from agent.face.verify import VerifyResult, load_face_model
+from agent.face.verify import VerifyResult
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def _serve(conn: Connection, settings: FaceSettings, test_hooks: bool) -> None:
         engine = load_face_model(settings)
         landmarks68 = getattr(engine, "landmarks68", None)
         blink = BlinkDetector(landmarks68) if settings.uses_blink and landmarks68 else None
-        pad = getattr(engine, "pad_burst", None) if settings.uses_pad else None
+        pad = getattr(engine, "pad_burst", None)
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -170,10 +171,7 @@ class FaceWorker:
             if not path.is_file():
                 raise FileNotFoundError(f"face {which} model not found: {path}")
         if settings.model == "mobilefacenet":
-            verify_models(
-                settings.resolved_models_dir(),
-                RECOGNITION_FILES + (PAD_FILES if settings.uses_pad else ()),
-            )
+            verify_models(settings.resolved_models_dir(), RECOGNITION_FILES + PAD_FILES)
         self.settings = settings
         self.timeout_s = timeout_s
         self._test_hooks = test_hooks
@@ -222,6 +220,11 @@ class FaceWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def model(self) -> str:
+        """The face model whose templates this worker makes and compares."""
+        return self.settings.model
 
     @property
     def pid(self) -> int | None:
@@ -406,6 +409,7 @@ def verify_burst(
     *,
     attempts: int,
     deadline_s: float | None = None,
+    pad: bool | None = None,
 ) -> tuple[VerifyResult, LivenessResult | None]:
     """Verify every frame of one attempt (up to ``attempts``) and fuse PAD over them.
 
@@ -413,8 +417,10 @@ def verify_burst(
     only when no frame matches); with PAD, every frame with a face adds its
     live probability and the attempt is live when their mean reaches the
     site's ``pad_threshold``. A frame that is the reference replayed refuses
-    the whole attempt. Liveness is None when the site does not use PAD.
+    the whole attempt. Liveness is None when PAD is not asked for (``pad``;
+    None: the site's setting) or the attempt ended early.
     """
+    use_pad = worker.settings.uses_pad if pad is None else pad
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
     threshold = worker.settings.threshold
@@ -444,7 +450,7 @@ def verify_burst(
         ):
             best = last
     face = match or best or last
-    if not worker.settings.uses_pad:
+    if not use_pad:
         return face, None
     return face, fuse_pad(scores, worker.settings.pad_threshold)
 

@@ -3,9 +3,9 @@
 from drivers.idcard.codec import (
     BadFrame,
     CardData,
-    Command,
     FrameError,
     IdCardError,
+    ReaderCommand,
     Reply,
     ReplyParser,
     SamStatusError,
@@ -19,11 +19,11 @@ from drivers.idcard.textblock import Layout, RawText, TextBlockError, decode_tex
 __all__ = [
     "BadFrame",
     "CardData",
-    "Command",
     "FrameError",
     "IdCardError",
     "Layout",
     "RawText",
+    "ReaderCommand",
     "Reply",
     "ReplyParser",
     "SamStatusError",

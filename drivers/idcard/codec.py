@@ -80,7 +80,7 @@ class Sw3(enum.IntEnum):
             return "unknown"
 
 
-class Command(enum.Enum):
+class ReaderCommand(enum.Enum):
     """Commands as (CMD, PARA)."""
 
     RESET_SAM = (0x10, 0xFF)
@@ -106,17 +106,10 @@ def _frame(payload: bytes) -> bytes:
     return PREAMBLE + body + bytes([checksum(body)])
 
 
-def encode_command(command: Command, data: bytes = b"") -> bytes:
+def encode_command(command: ReaderCommand, data: bytes = b"") -> bytes:
     """Build a command frame, e.g. find card -> ``AA AA AA 96 69 00 03 20 01 22``."""
     cmd, para = command.value
     return _frame(bytes([cmd, para]) + data)
-
-
-def encode_baud_command(para: int) -> bytes:
-    """Build the set-baud-rate command (``60 xx``); ``para`` is the vendor's rate code."""
-    if not 0 <= para <= 0xFF:
-        raise FrameError(f"baud parameter out of range: {para}")
-    return _frame(bytes([0x60, para]))
 
 
 def encode_reply(sw3: int, data: bytes = b"", sw1: int = 0, sw2: int = 0) -> bytes:

@@ -31,9 +31,9 @@ import serial
 from drivers.idcard.codec import (
     BadFrame,
     CardData,
-    Command,
     FrameError,
     IdCardError,
+    ReaderCommand,
     Reply,
     ReplyParser,
     SamStatusError,
@@ -170,7 +170,7 @@ def card_read_from(data: CardData, sam_id: str | None, read_ms: float) -> CardRe
 
 
 class ModuleLink:
-    """Command/reply exchange over an open port, with timeout and retries."""
+    """ReaderCommand/reply exchange over an open port, with timeout and retries."""
 
     def __init__(
         self,
@@ -185,7 +185,7 @@ class ModuleLink:
         self._retries = retries
         self._parser = ReplyParser()
 
-    def transact(self, command: Command, *expect: int, retries: int | None = None) -> Reply:
+    def transact(self, command: ReaderCommand, *expect: int, retries: int | None = None) -> Reply:
         """Send ``command`` and return its reply; SW3 must be in ``expect`` if given.
 
         Raises :class:`ReaderTimeout`, :class:`FrameError` (bad frames on every
@@ -379,7 +379,7 @@ class IdCardReader:
 
     def _read_sam_id(self) -> None:
         assert self._link is not None
-        reply = self._link.transact(Command.READ_SAM_ID, Sw3.SUCCESS)
+        reply = self._link.transact(ReaderCommand.READ_SAM_ID, Sw3.SUCCESS)
         self._sam_id = format_sam_id(reply.data)
 
     def _cycle(self) -> None:
@@ -387,7 +387,7 @@ class IdCardReader:
         assert link is not None
         if self._sam_id is None:
             self._read_sam_id()
-        found = link.transact(Command.FIND_CARD, Sw3.CARD_FOUND, Sw3.FIND_FAILED)
+        found = link.transact(ReaderCommand.FIND_CARD, Sw3.CARD_FOUND, Sw3.FIND_FAILED)
         t0 = time.perf_counter()
         if self._state not in (ReaderState.CONNECTED, ReaderState.RECOVERED):
             self._set_state(ReaderState.CONNECTED, "module answering")
@@ -423,8 +423,8 @@ class IdCardReader:
             if attempt:
                 self._stats.retries += 1
             try:
-                link.transact(Command.SELECT_CARD, Sw3.SUCCESS)
-                reply = link.transact(Command.READ_TEXT_PHOTO, Sw3.SUCCESS, retries=0)
+                link.transact(ReaderCommand.SELECT_CARD, Sw3.SUCCESS)
+                reply = link.transact(ReaderCommand.READ_TEXT_PHOTO, Sw3.SUCCESS, retries=0)
             except (ReaderTimeout, FrameError, SamStatusError) as exc:
                 error = exc
                 continue

@@ -9,7 +9,7 @@ the card-type marker at offset 248 (one UCS-2 character):
 - ``Y``: foreign permanent residence ID card, 2023 layout.
 
 Any other marker is refused: a card is never read with a layout it may not have.
-Field meanings and validation belong to ``agent.identity``.
+Field meanings and validation belong to ``drivers.idcard.identity``.
 """
 
 from __future__ import annotations

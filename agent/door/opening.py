@@ -1,0 +1,141 @@
+"""How a visit ends: its records committed first, then the door unlocked (or not), feedback.
+
+If the lock does not take the command, ``door.unlock_failed`` follows the already
+committed opening, so the platform learns that the recorded opening did not happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent.door.decision import Decision
+from agent.door.doors import DoorDevices, LockPort, Record, VisitOutcome, elapsed_ms
+from agent.door.occupancy import OccupantWatch
+from agent.door.recorder import VisitRecorder
+from agent.door.records import iso
+from drivers.osdp.bus import LockOffline
+
+log = logging.getLogger(__name__)
+
+# How long an unlock waits for a lock that is offline for a moment (the guest is at the door).
+UNLOCK_RETRY_S = 2.0
+
+
+class DoorOpener:
+    """Ends visits: admits (record, unlock, feedback) or refuses (record, feedback)."""
+
+    def __init__(
+        self,
+        recorder: VisitRecorder,
+        occupants: OccupantWatch,
+        now: Callable[[], float],
+        count: Callable[[str], None],
+    ) -> None:
+        self._recorder = recorder
+        self._occupants = occupants
+        self._now = now
+        self._count = count
+
+    async def admit(
+        self,
+        door: DoorDevices,
+        decision: Decision,
+        records: list[Record],
+        started: float,
+        *,
+        now: float,
+        seconds: float | None = None,
+        checkin: tuple[str, str, float] | None = None,
+    ) -> VisitOutcome:
+        """Commit the opening's records, then unlock."""
+        grant_id = decision.guest.grant_id if decision.guest is not None else None
+        seqs = await asyncio.to_thread(self._recorder.commit, records, checkin)
+        await self.open(door, door.unlock_seconds if seconds is None else seconds, now, grant_id)
+        log.info(
+            "door opened",
+            extra={"lock": door.lock_id, "grant_id": grant_id, "method": decision.reason},
+        )
+        return VisitOutcome(
+            door.lock_id, True, decision.reason, decision.say, seqs, elapsed_ms(started)
+        )
+
+    async def refuse(
+        self,
+        door: DoorDevices,
+        decision: Decision,
+        started: float,
+        *,
+        id_number: str | None,
+        method: str,
+        face_result: Any = None,
+        card_names: tuple[str, ...] = (),
+    ) -> VisitOutcome:
+        """Commit the refusal with its alerts; the denied LED."""
+        records = self._recorder.refusal(
+            door.lock_id,
+            decision,
+            self._now(),
+            id_number=id_number,
+            method=method,
+            face_result=face_result,
+            card_names=card_names,
+        )
+        seqs = await asyncio.to_thread(self._recorder.commit, records)
+        await self.feedback(door, granted=False)
+        log.info("access denied", extra={"lock": door.lock_id, "reason": decision.reason})
+        return VisitOutcome(
+            door.lock_id, False, decision.reason, decision.say, seqs, elapsed_ms(started)
+        )
+
+    async def open(
+        self, door: DoorDevices, seconds: float, now: float, grant_id: str | None
+    ) -> None:
+        """Unlock ``door`` (its opening is already recorded), then feedback and counting."""
+        if door.bus is None:
+            await asyncio.to_thread(self._unlock_failed, door, now, "no lock bus configured")
+            return
+        try:
+            await _unlock_with_retry(door.bus, door.address, seconds)
+        except Exception as exc:
+            log.error(
+                "unlock failed after the record", extra={"lock": door.lock_id, "error": str(exc)}
+            )
+            await asyncio.to_thread(self._unlock_failed, door, now, str(exc))
+            return
+        await self.feedback(door, granted=True)
+        self._occupants.opened(door, seconds, grant_id)
+
+    async def feedback(self, door: DoorDevices, *, granted: bool) -> None:
+        """LED and buzzer; a failure is logged, never raised (the decision stands)."""
+        if door.bus is None:
+            return
+        try:
+            await asyncio.to_thread(door.bus.feedback, door.address, granted)
+        except Exception as exc:
+            log.warning(
+                "feedback failed",
+                extra={"lock": door.lock_id, "granted": granted, "error": str(exc)},
+            )
+
+    def _unlock_failed(self, door: DoorDevices, now: float, error: str) -> None:
+        self._count("unlock_failed")
+        self._recorder.commit(
+            [("door.unlock_failed", {"lock": door.lock_id, "at": iso(now), "error": error[:200]})]
+        )
+
+
+async def _unlock_with_retry(bus: LockPort, address: int, seconds: float) -> None:
+    """Unlock; a lock that is offline for a moment (a missed poll) gets a short grace."""
+    deadline = time.monotonic() + UNLOCK_RETRY_S
+    while True:
+        try:
+            await asyncio.to_thread(bus.unlock, address, seconds)
+            return
+        except LockOffline:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.1)

@@ -1,0 +1,154 @@
+"""Versioned schema migrations, applied in order at start.
+
+The version lives in ``PRAGMA user_version``. Versions are contiguous from 1;
+a migration is never edited once released, only followed by a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: SQL run in a single transaction, then ``user_version = version``."""
+
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        1,
+        "base",
+        """
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        -- Facts about the gateway itself that must reach the platform as alerts
+        -- (a database moved aside as corrupt, a clock jump, ...). Never personal data.
+        CREATE TABLE incidents (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            at TEXT NOT NULL,
+            reported INTEGER NOT NULL DEFAULT 0
+        );
+        """,
+    ),
+    Migration(
+        2,
+        "link",
+        """
+        -- The platform link (agent/outbox.py, agent/commands.py).
+        -- One row of counters, changed in the same transaction as the outbox
+        -- rows: last_seq is the seq counter (it never goes back, even when the
+        -- outbox is emptied; seq must be known before sealing, since it is
+        -- inside the signed body, so AUTOINCREMENT, which assigns it at INSERT,
+        -- does not fit), bytes is the outbox size, acked_through the newest
+        -- sync.ack, near_full whether the near-full alert is armed (0) or sent (1).
+        CREATE TABLE outbox_meta (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            last_seq INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            acked_through INTEGER NOT NULL,
+            near_full INTEGER NOT NULL
+        );
+        INSERT INTO outbox_meta (id, last_seq, bytes, acked_through, near_full)
+            VALUES (1, 0, 0, 0, 0);
+        -- Sealed gateway messages (JWE text only) until a sync.ack covers them.
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('evt', 'alert', 'ack')),
+            type TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            sealed TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            droppable INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX outbox_by_priority ON outbox (priority, seq);
+        CREATE INDEX outbox_droppable ON outbox (seq) WHERE droppable = 1;
+        -- Verified command ids, for replay detection; pruned after exp + margin.
+        CREATE TABLE link_commands (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            exp REAL NOT NULL,
+            received_at REAL NOT NULL,
+            status TEXT NOT NULL,
+            replay_acked INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX link_commands_by_exp ON link_commands (exp);
+        -- Grants as the platform signed them: the inner JWS of the command,
+        -- sealed at rest with the local SecretBox (it holds personal data).
+        CREATE TABLE grants_signed (
+            cmd_id TEXT PRIMARY KEY,
+            cmd_type TEXT NOT NULL,
+            jws_sealed BLOB NOT NULL,
+            received_at TEXT NOT NULL
+        );
+        CREATE TABLE grants_raw (
+            grant_id TEXT PRIMARY KEY,
+            cmd_id TEXT NOT NULL REFERENCES grants_signed (cmd_id),
+            received_at TEXT NOT NULL
+        );
+        CREATE INDEX grants_raw_by_cmd ON grants_raw (cmd_id);
+        """,
+    ),
+    Migration(
+        3,
+        "grants",
+        """
+        -- Check-in grants (agent/grants.py). The signed command text stays in
+        -- grants_signed (sealed at rest); these rows are an index only: every use
+        -- re-verifies the signed text and decides on what it says, so an edited
+        -- row here opens nothing. No names or ID numbers: guests are found by a
+        -- keyed hash (HMAC with the gateway's local key) of their ID number.
+        CREATE TABLE grants (
+            grant_id TEXT PRIMARY KEY,
+            cmd_id TEXT NOT NULL REFERENCES grants_signed (cmd_id),
+            valid_from REAL NOT NULL,
+            valid_until REAL NOT NULL,
+            locks TEXT NOT NULL,
+            pin_hash TEXT,
+            received_at REAL NOT NULL
+        );
+        CREATE INDEX grants_by_cmd ON grants (cmd_id);
+        CREATE INDEX grants_by_pin ON grants (pin_hash) WHERE pin_hash IS NOT NULL;
+        CREATE TABLE grant_guests (
+            grant_id TEXT NOT NULL REFERENCES grants (grant_id) ON DELETE CASCADE,
+            guest_id TEXT NOT NULL,
+            id_hash TEXT NOT NULL,
+            template BLOB,
+            template_status TEXT NOT NULL DEFAULT 'pending',
+            checked_in_at REAL,
+            PRIMARY KEY (grant_id, guest_id)
+        );
+        CREATE INDEX grant_guests_by_id_hash ON grant_guests (id_hash);
+        """,
+    ),
+    Migration(
+        4,
+        "drop grants_raw",
+        """
+        -- The link's stand-in grant index, replaced by grants/grant_guests (3).
+        -- grants_signed stays (GrantStore keeps the signed text there), but
+        -- signed text only the stand-in referred to holds personal data no
+        -- grant uses any more, so it goes too.
+        DROP INDEX IF EXISTS grants_raw_by_cmd;
+        DROP TABLE IF EXISTS grants_raw;
+        DELETE FROM grants_signed WHERE cmd_id NOT IN (SELECT cmd_id FROM grants);
+        """,
+    ),
+    Migration(
+        5,
+        "face template model",
+        """
+        -- Which face model made each template (NULL: made before models were named, dlib).
+        -- A change of [face] model re-encodes every template of another model.
+        ALTER TABLE grant_guests ADD COLUMN template_model TEXT;
+        """,
+    ),
+]

@@ -1,0 +1,270 @@
+"""Platform commands: open → check → apply exactly once → answer with a sealed ``ack``.
+
+Checks, in order: size, decryption, signature by a pinned platform key
+(:mod:`agent.contract.seal`), envelope and body schema (:mod:`agent.contract.messages`), ``gw``
+is ours, ``exp`` not passed, ``id`` not seen before. The command id is
+recorded, the applier's database changes are made and the ``ack`` is enqueued
+in ONE transaction, so a crash either applies and answers a command or does
+neither; a redelivery after the crash is then caught as a replay.
+
+Answering: a command whose signature verified is answered (``ok`` or
+``rejected`` with an error) when its ``id`` is a UUID — we answer authenticated
+messages only. A message that does not open or verify (garbage, tampering, an
+unknown key, oversized) is never answered: its ``id`` could be forged, and
+answering unauthenticated input would let anyone on the broker fill our
+outbox. Those are counted and logged. A replayed ``id`` is answered once
+(``rejected``, "replay"); further copies are only counted. ``sync.ack`` is
+never answered and, being idempotent, is not recorded for replay.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent.contract.keys import GatewayKeys, PlatformKeys
+from agent.contract.messages import (
+    Command,
+    CommandRejected,
+    MessageError,
+    format_time,
+    parse_time,
+    utc_now,
+    validate_command,
+)
+from agent.contract.seal import SealError, open_sealed
+from agent.state.store import Store
+from agent.sync.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+REPLAY_MARGIN_S = 86_400.0
+
+
+class CommandApplier(Protocol):
+    """What the daemon supplies to carry out grant and lock commands."""
+
+    def apply(self, conn: sqlite3.Connection, command: Command) -> Callable[[], None] | None:
+        """Make the command's database changes on ``conn`` (inside the transaction that
+        also records the id and the ack). Return an action to run after commit (e.g.
+        hand an unlock to the door), or None. Raise CommandRejected to refuse."""
+        ...
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What happened to one inbound payload (for tests and the health counters)."""
+
+    status: str  # "ok", "rejected", "dropped" (not answered), "synced"
+    reason: str = ""
+    cmd_id: str | None = None
+
+
+class CommandProcessor:
+    """Turns inbound ``cmd`` payloads into applied commands and acks; never raises on bad input."""
+
+    def __init__(
+        self,
+        store: Store,
+        outbox: Outbox,
+        gateway_id: str,
+        gateway_keys: GatewayKeys,
+        platform_keys: PlatformKeys,
+        applier: CommandApplier,
+        *,
+        max_payload_bytes: int = 1_048_576,
+        now: Callable[[], dt.datetime] = utc_now,
+        on_verified: Callable[[float], None] | None = None,
+    ) -> None:
+        """``on_verified(ts)`` gets the ``ts`` (epoch seconds) of every command whose
+        signature and envelope check out, before exp/replay checks (a clock guard can
+        use it as trusted time); ``now`` is the time exp is checked against."""
+        self._store = store
+        self._outbox = outbox
+        self._gw = gateway_id
+        self._gw_keys = gateway_keys
+        self._pf_keys = platform_keys
+        self._applier = applier
+        self._max = max_payload_bytes
+        self._now = now
+        self._on_verified = on_verified
+        self.counters: dict[str, int] = {"received": 0, "applied": 0, "synced": 0}
+        self.last_sync_at: str | None = None
+
+    def handle(self, payload: bytes) -> CommandOutcome:
+        """Process one payload from ``P/cmd``."""
+        self.counters["received"] += 1
+        try:
+            opened = open_sealed(
+                payload, self._gw_keys.decryption, self._pf_keys.verify, max_bytes=self._max
+            )
+        except SealError as exc:
+            return self._drop(exc.reason, str(exc))
+        env = opened.body
+        cmd_id = env.get("id")
+        try:
+            validate_command(env, self._gw)
+        except MessageError as exc:
+            if not _answerable(cmd_id):
+                return self._drop("invalid", str(exc))
+            assert isinstance(cmd_id, str)
+            reason = "wrong_gw" if exc.field == "gw" else "invalid"
+            return self._reject_unrecorded(cmd_id, reason, str(exc), env)
+        assert isinstance(cmd_id, str)
+        if self._on_verified is not None:
+            try:
+                self._on_verified(parse_time(env["ts"]).timestamp())
+            except Exception:
+                log.exception("on_verified hook failed")
+        exp = parse_time(env["exp"], "exp")
+        command = Command(
+            id=cmd_id,
+            type=env["type"],
+            exp=exp,
+            body=env["body"],
+            jws_compact=opened.jws_compact,
+            signer_kid=opened.signer_kid,
+        )
+        now = self._now()
+        if command.type == "sync.ack":
+            return self._sync_ack(command, now)
+        return self._execute(command, now)
+
+    def prune(self) -> int:
+        """Forget command ids whose exp passed more than a day ago (replay is then an exp fail)."""
+        cutoff = self._now().timestamp() - REPLAY_MARGIN_S
+        with self._store.write() as conn:
+            return conn.execute("DELETE FROM link_commands WHERE exp < ?", (cutoff,)).rowcount
+
+    # -- internals -------------------------------------------------------------
+
+    def _sync_ack(self, command: Command, now: dt.datetime) -> CommandOutcome:
+        if command.exp <= now:
+            return self._drop("expired", "sync.ack past its exp")
+        through = int(command.body["through_seq"])
+        try:
+            released = self._outbox.ack_through(through)
+        except ValueError as exc:
+            return self._drop("sync_ack_ahead", str(exc))
+        self.counters["synced"] += 1
+        self.last_sync_at = format_time(now)
+        log.debug("sync.ack", extra={"through_seq": through, "released": released})
+        return CommandOutcome("synced", cmd_id=command.id)
+
+    def _execute(self, command: Command, now: dt.datetime) -> CommandOutcome:
+        post: Callable[[], None] | None = None
+        with self._store.write() as conn:
+            row = conn.execute(
+                "SELECT replay_acked FROM link_commands WHERE id = ?", (command.id,)
+            ).fetchone()
+            if row is not None:
+                if row[0]:
+                    self._count("rejected_replay")
+                    log.warning(
+                        "command replayed again", extra={"cmd_id": command.id, "type": command.type}
+                    )
+                    return CommandOutcome("dropped", "replay", command.id)
+                conn.execute(
+                    "UPDATE link_commands SET replay_acked = 1 WHERE id = ?", (command.id,)
+                )
+                self._ack(conn, command.id, "replay: command id already executed")
+                status, reason = "rejected", "replay"
+            elif command.exp <= now:
+                status, reason = "rejected", "expired"
+                self._record(conn, command, now, "rejected")
+                self._ack(conn, command.id, "expired: command is past its exp")
+            else:
+                conn.execute("SAVEPOINT apply")
+                try:
+                    post = self._applier.apply(conn, command)
+                except CommandRejected as exc:
+                    conn.execute("ROLLBACK TO apply")
+                    conn.execute("RELEASE apply")
+                    self._record(conn, command, now, "rejected")
+                    self._ack(conn, command.id, str(exc))
+                    status, reason = "rejected", "refused"
+                else:
+                    conn.execute("RELEASE apply")
+                    self._record(conn, command, now, "ok")
+                    self._ack(conn, command.id, None)
+                    status, reason = "ok", ""
+        self._outbox.notify()
+        if status == "ok":
+            self.counters["applied"] += 1
+        else:
+            self._count(f"rejected_{reason}")
+            log.warning(
+                "command rejected",
+                extra={"cmd_id": command.id, "type": command.type, "reason": reason},
+            )
+        if post is not None:
+            try:
+                post()
+            except Exception:
+                log.exception("command action failed after commit", extra={"cmd_id": command.id})
+        return CommandOutcome(status, reason, command.id)
+
+    def _reject_unrecorded(
+        self, cmd_id: str, reason: str, error: str, env: dict[str, Any]
+    ) -> CommandOutcome:
+        # Verified but unusable (bad schema, another gateway's gw): answered, and the
+        # id recorded so that copies are not answered again.
+        self._count(f"rejected_{reason}")
+        log.warning("command rejected", extra={"cmd_id": cmd_id, "reason": reason, "error": error})
+        exp = _exp_or_now(env.get("exp"), self._now())
+        with self._store.write() as conn:
+            seen = conn.execute("SELECT 1 FROM link_commands WHERE id = ?", (cmd_id,)).fetchone()
+            if seen:
+                return CommandOutcome("dropped", reason, cmd_id)
+            conn.execute(
+                "INSERT INTO link_commands (id, type, exp, received_at, status, replay_acked)"
+                " VALUES (?, ?, ?, ?, 'rejected', 1)",
+                (cmd_id, str(env.get("type"))[:64], exp, time.time()),
+            )
+            self._ack(conn, cmd_id, error)
+        self._outbox.notify()
+        return CommandOutcome("rejected", reason, cmd_id)
+
+    def _record(
+        self, conn: sqlite3.Connection, command: Command, now: dt.datetime, status: str
+    ) -> None:
+        conn.execute(
+            "INSERT INTO link_commands (id, type, exp, received_at, status) VALUES (?, ?, ?, ?, ?)",
+            (command.id, command.type, command.exp.timestamp(), now.timestamp(), status),
+        )
+
+    def _ack(self, conn: sqlite3.Connection, cmd_id: str, error: str | None) -> None:
+        body: dict[str, Any] = {"cmd_id": cmd_id, "status": "ok" if error is None else "rejected"}
+        if error is not None:
+            body["error"] = error[:500]
+        self._outbox.enqueue_in(conn, "ack", body)
+
+    def _drop(self, reason: str, detail: str) -> CommandOutcome:
+        self._count(f"dropped_{reason}")
+        log.warning("command dropped", extra={"reason": reason, "error": detail})
+        return CommandOutcome("dropped", reason)
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+
+def _answerable(cmd_id: object) -> bool:
+    if not isinstance(cmd_id, str):
+        return False
+    try:
+        return uuid.UUID(cmd_id).version == 4 and len(cmd_id) == 36
+    except ValueError:
+        return False
+
+
+def _exp_or_now(value: object, now: dt.datetime) -> float:
+    try:
+        return parse_time(value, "exp").timestamp()
+    except MessageError:
+        return now.timestamp()
