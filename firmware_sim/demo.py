@@ -20,7 +20,7 @@ from rich.console import Console
 from drivers.idcard.identity import mask_id_number, mask_name
 from firmware_sim.building import card_with_photo, guest_entry
 from firmware_sim.idcards import VirtualCard, make_id_number
-from firmware_sim.photos import EXAMPLES as FACES
+from firmware_sim.photos import FACES, GUEST_A, GUEST_B, PRINTED_A, STRANGER, have_faces
 from firmware_sim.site import SimulatedSite
 
 GRANT = "G-20261122-101"
@@ -99,9 +99,9 @@ def _shown(body: dict[str, Any]) -> str:
 
 
 def _cards() -> dict[str, VirtualCard]:
-    def card(name: str, photo: str, birth: date, seq: int, sex: int) -> VirtualCard:
+    def card(name: str, photo: Path, birth: date, seq: int, sex: int) -> VirtualCard:
         return card_with_photo(
-            FACES / photo,
+            photo,
             name=name,
             sex=str(sex),
             birth=f"{birth:%Y%m%d}",
@@ -109,16 +109,16 @@ def _cards() -> dict[str, VirtualCard]:
         )
 
     return {
-        "guest A": card("王建国", "obama.jpg", date(1961, 8, 4), 21, 1),
-        "guest B": card("李秀英", "biden.jpg", date(1962, 11, 20), 34, 2),
+        "guest A": card("王建国", GUEST_A[0], date(1961, 8, 4), 21, 1),
+        "guest B": card("李秀英", GUEST_B[0], date(1962, 11, 20), 34, 2),
     }
 
 
 def step_grant(day: Day) -> None:
     cards = day.cards
     guests = [
-        guest_entry(cards["guest A"], "guest-a", FACES / "obama.jpg"),
-        guest_entry(cards["guest B"], "guest-b", FACES / "biden.jpg"),
+        guest_entry(cards["guest A"], "guest-a", GUEST_A[0]),
+        guest_entry(cards["guest B"], "guest-b", GUEST_B[0]),
     ]
     cmd = day.platform.put_grant(GRANT, [DOOR, GATE], guests, room="101", hours=24, pin="135790")
     day.say(f"platform sends grant.put {GRANT}: room 101, doors {DOOR} and {GATE}, 2 guests")
@@ -128,7 +128,7 @@ def step_grant(day: Day) -> None:
 
 def step_checkin(day: Day) -> None:
     mark = day.platform.last_seq
-    day.present(DOOR, "guest A", FACES / "obama2.jpg")
+    day.present(DOOR, "guest A", GUEST_A[1])
     day.relay(DOOR, True, within=10)
     day.received("checkin.verified", mark, guest_id="guest-a", lock=DOOR)
     day.received("door.opened", mark, lock=DOOR, grant_id=GRANT)
@@ -137,11 +137,7 @@ def step_checkin(day: Day) -> None:
 def step_second_guest(day: Day) -> None:
     day.site.building.wait_relay(DOOR, False, timeout=15)
     mark = day.platform.last_seq
-    day.present(
-        DOOR,
-        "guest B",
-        FACES.parent / "examples" / "knn_examples" / "train" / "biden" / "biden2.jpg",
-    )
+    day.present(DOOR, "guest B", GUEST_B[1])
     day.relay(DOOR, True, within=10)
     day.received("checkin.verified", mark, guest_id="guest-b", lock=DOOR)
     day.received("door.opened", mark, lock=DOOR, grant_id=GRANT)
@@ -150,10 +146,19 @@ def step_second_guest(day: Day) -> None:
 def step_stranger(day: Day) -> None:
     day.site.building.wait_relay(DOOR, False, timeout=15)
     mark = day.platform.last_seq
-    day.present(DOOR, "guest A", FACES / "lin-manuel-miranda.png")
+    day.present(DOOR, "guest A", STRANGER)
     day.say("(the person at the door is not guest A)")
     day.received("alert.identity_mismatch", mark, lock=DOOR)
     day.received("access.denied", mark, lock=DOOR, reason="face_mismatch")
+    day.relay(DOOR, False, within=0)
+
+
+def step_printed_photo(day: Day) -> None:
+    day.site.building.wait_relay(DOOR, False, timeout=15)
+    mark = day.platform.last_seq
+    day.present(DOOR, "guest A", PRINTED_A)
+    day.say("(a printed photo of guest A is held before the camera)")
+    day.received("access.denied", mark, lock=DOOR, reason="liveness_failed")
     day.relay(DOOR, False, within=0)
 
 
@@ -171,7 +176,7 @@ def step_offline(day: Day) -> None:
     mark = day.platform.last_seq
     building.cut_network()
     day.say("the building's internet connection goes down")
-    day.present(GATE, "guest A", FACES / "obama2.jpg")
+    day.present(GATE, "guest A", GUEST_A[1])
     day.relay(GATE, True, within=10)
     time.sleep(1.0)
     arrived = [e for e in day.platform.received("door.opened") if e["seq"] > mark]
@@ -188,7 +193,7 @@ def step_revoke(day: Day) -> None:
     ack = day.platform.wait_ack(cmd)
     day.expect(ack["status"] == "ok", "gateway acknowledged the revocation")
     mark = day.platform.last_seq
-    day.present(DOOR, "guest A", FACES / "obama2.jpg")
+    day.present(DOOR, "guest A", GUEST_A[1])
     day.received("access.denied", mark, lock=DOOR, reason="no_grant")
     day.relay(DOOR, False, within=0)
 
@@ -207,6 +212,7 @@ DAY: list[tuple[str, Callable[[Day], None]]] = [
     ("Guest A checks in: ID card + face (人证合一)", step_checkin),
     ("Guest B of the same booking checks in", step_second_guest),
     ("A stranger tries guest A's card", step_stranger),
+    ("A printed photo of guest A is held up with the card", step_printed_photo),
     ("A door is forced", step_forced),
     ("Network down: guest A enters; network back: the record arrives", step_offline),
     ("The grant is revoked: the card no longer opens", step_revoke),
@@ -217,7 +223,7 @@ DAY: list[tuple[str, Callable[[Day], None]]] = [
 def run_demo(console: Console | None = None, workdir: Path | None = None) -> bool:
     """Play the day; True when every step came out as expected."""
     console = console or Console(highlight=False)
-    if not FACES.is_dir():
+    if not have_faces():
         console.print(f"[red]demo needs the face photos at {FACES}[/red]")
         return False
     console.rule("lockgw demo: a simulated building, a real gateway")

@@ -67,7 +67,11 @@ BAD_CONFIGS = [
         "liveness = 'off' lets a printed photo of a guest match; it needs"
         " allow_without_liveness = true",
     ),
-    ("pad on dlib", _with(face={"model": "dlib"}), "liveness = 'pad' needs model = 'mobilefacenet'"),
+    (
+        "pad on dlib",
+        _with(face={"model": "dlib"}),
+        "liveness = 'pad' needs model = 'mobilefacenet'",
+    ),
     ("face model unknown", _with(face={"model": "facenet"}), "face.model = 'facenet'"),
     ("liveness mode unknown", _with(face={"liveness": "wink"}), "face.liveness = 'wink'"),
     ("negative grace", _with(policy={"offline_grace_h": -1}), "policy.offline_grace_h = -1"),
