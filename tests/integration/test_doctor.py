@@ -79,6 +79,8 @@ def test_all_ok_against_the_simulated_building(site: TlsSite) -> None:
         "reader L102",
         "camera L101",
         "camera L102",
+        "face models",
+        "face liveness",
         "face",
         "broker",
         "platform contact",
