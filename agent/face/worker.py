@@ -56,6 +56,12 @@ class _Failed:
         self.reason = reason
 
 
+def _trim() -> None:
+    """Return the heap's free memory to the kernel (glibc ``malloc_trim``; elsewhere a no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _die_with_parent(parent_pid: int) -> None:
     """Have the kernel kill this child when the daemon dies, even mid-inference (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -101,6 +107,9 @@ def _serve(conn: Connection, settings: FaceSettings, test_hooks: bool) -> None:
             else:
                 raise ValueError(f"unknown face worker request {op!r}")
             conn.send((seq, _OK, value))
+            if op == "encode_reference":
+                # Decoding a large photo leaves freed arenas glibc keeps; give them back.
+                _trim()
         except Exception as exc:
             # Exception text from cv2/dlib names shapes and types, not people.
             conn.send((seq, _ERROR, type(exc).__name__))
