@@ -419,15 +419,19 @@ def verify_burst(
     attempts: int,
     deadline_s: float | None = None,
     pad: bool | None = None,
+    pad_min_frames: int = 2,
 ) -> tuple[VerifyResult, LivenessResult | None]:
-    """Verify every frame of one attempt (up to ``attempts``) and fuse PAD over them.
+    """Verify the frames of one attempt (up to ``attempts``) and fuse PAD over them.
 
     The face result is the first match among the frames (a guest is refused
     only when no frame matches); with PAD, every frame with a face adds its
     live probability and the attempt is live when their mean reaches the
-    site's ``pad_threshold``. A frame that is the reference replayed refuses
-    the whole attempt. Liveness is None when PAD is not asked for (``pad``;
-    None: the site's setting) or the attempt ended early.
+    site's ``pad_threshold``. The attempt stops early once a frame matched
+    and, with PAD, at least ``pad_min_frames`` frames were scored and their
+    mean is live: one lucky frame never decides liveness alone. A frame that
+    is the reference replayed refuses the whole attempt. Liveness is None when
+    PAD is not asked for (``pad``; None: the site's setting) or the attempt
+    ended on a bad or replayed reference.
     """
     use_pad = worker.settings.uses_pad if pad is None else pad
     if attempts < 1:
@@ -458,10 +462,20 @@ def verify_burst(
             best is None or (last.distance or 0.0) < (best.distance or 0.0)
         ):
             best = last
+        if match is not None and (
+            not use_pad
+            or _live_so_far(scores, worker.settings.pad_threshold, min(pad_min_frames, attempts))
+        ):
+            break
     face = match or best or last
     if not use_pad:
         return face, None
     return face, fuse_pad(scores, worker.settings.pad_threshold)
+
+
+def _live_so_far(scores: Sequence[float | None], threshold: float, min_frames: int) -> bool:
+    seen = [s for s in scores if s is not None]
+    return len(seen) >= min_frames and sum(seen) / len(seen) >= threshold
 
 
 def verify_attempts(
