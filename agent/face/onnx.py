@@ -328,7 +328,8 @@ class OnnxFaceModel:
         found = self.yunet(bgr)
         if not found:
             return None
-        b = found[0].box
+        # The 68-point model was trained on dlib's near-square boxes, not YuNet's tall ones.
+        b = _gate_box(found[0].box)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         shape = self._sp68(rgb, self._dlib.rectangle(b.left, b.top, b.right, b.bottom))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
