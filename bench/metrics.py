@@ -29,7 +29,7 @@ from agent.config.schema import load_config
 from agent.contract.keys import create_gateway_keys, load_gateway_keys, new_key, public_set
 from agent.contract.messages import make_envelope
 from agent.contract.seal import seal
-from agent.door.flow import Outcome
+from agent.door.doors import VisitOutcome
 from agent.runtime.gateway import build_gateway
 from agent.runtime.metrics import Metrics
 from agent.state.store import Store
@@ -102,7 +102,9 @@ def run(grants: int, scrapes: int, observations: int) -> dict[str, float]:
             assert outcome.status == "ok", outcome
         metrics = Metrics(gw)
         for i in range(200):
-            metrics.observe_outcome(Outcome(f"L{1 + i % LOCKS}", i % 3 != 0, "card", "", (), 80.0))
+            metrics.observe_outcome(
+                VisitOutcome(f"L{1 + i % LOCKS}", i % 3 != 0, "card", "", (), 80.0)
+            )
         scrape_ms, store_ms = [], []
         size = 0
         for _ in range(scrapes):
@@ -115,7 +117,7 @@ def run(grants: int, scrapes: int, observations: int) -> dict[str, float]:
             gw.grants.counts(gw.clock.now())
             gw.clock.state()
             store_ms.append((time.perf_counter() - t0) * 1000)
-        outcome = Outcome("L1", True, "card_and_face", "", (1, 2), 420.0)
+        outcome = VisitOutcome("L1", True, "card_and_face", "", (1, 2), 420.0)
         observe_us = []
         for _ in range(observations):
             t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.cli.common import EXIT_FAILURE, EXIT_OK, UserError, print_json
-from drivers.idcard.identity import IdentityError, mask_id_number, mask_name, parse_identity
+from drivers.idcard.identity import IdentityError, check_dates, mask_id_number, mask_name
 from drivers.idcard.reader import CardRead, IdCardReader, ReaderState, ReaderStatus
 
 
@@ -102,7 +102,11 @@ def _report(read: CardRead, port: str) -> dict[str, Any]:
         "photo_bytes": len(read.photo),
     }
     try:
-        identity = parse_identity(read.text, date.today())
+        if read.problem is not None:
+            raise read.problem
+        assert read.identity is not None
+        identity = read.identity
+        check_dates(identity, date.today())
     except IdentityError as exc:
         report["check"] = exc.reason.value
         report["check_detail"] = str(exc)

@@ -20,7 +20,7 @@ from agent.grants.model import VerifiedGuest
 from agent.grants.store import GrantStore
 from agent.state.clock import ClockGuard
 from drivers.camera.sources import FrameSource
-from drivers.idcard.identity import Identity, IdentityError, parse_identity
+from drivers.idcard.identity import Identity, IdentityError, check_dates
 from drivers.idcard.reader import CardRead
 
 _CHINA = dt.timezone(dt.timedelta(hours=8))
@@ -55,12 +55,13 @@ class CardVisit:
         started = time.perf_counter()
         now = self._clock.now()
         today = dt.datetime.fromtimestamp(now, dt.UTC).astimezone(_CHINA).date()
-        identity: Identity | None = None
-        problem: str | None = None
-        try:
-            identity = parse_identity(card.text, today=today)
-        except IdentityError as exc:
-            problem = exc.reason.value
+        identity: Identity | None = card.identity
+        problem = card.problem.reason.value if card.problem is not None else None
+        if identity is not None:
+            try:
+                check_dates(identity, today)
+            except IdentityError as exc:
+                identity, problem = None, exc.reason.value
         number = identity.id_number if identity is not None else None
         candidates: list[VerifiedGuest] = []
         if number is not None:

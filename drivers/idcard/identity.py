@@ -274,24 +274,24 @@ def is_valid_id_number(number: str) -> bool:
     return True
 
 
+def decode_card_text(text: bytes) -> RawText:
+    """The text block's raw fields, or an IdentityError (unknown layout, bad text)."""
+    try:
+        return decode_text_block(text)
+    except TextBlockError as exc:
+        reason = (
+            IdentityReason.UNKNOWN_CARD_TYPE if "layout" in str(exc) else IdentityReason.BAD_TEXT
+        )
+        raise IdentityError(reason, str(exc)) from None
+
+
 def parse_identity(
     text: bytes | RawText,
     today: date | None = None,
     accepted: frozenset[CardType] = frozenset(CardType),
 ) -> Identity:
     """Parse and validate a card's text block; with ``today``, also its validity period."""
-    if isinstance(text, RawText):
-        raw = text
-    else:
-        try:
-            raw = decode_text_block(text)
-        except TextBlockError as exc:
-            reason = (
-                IdentityReason.UNKNOWN_CARD_TYPE
-                if "layout" in str(exc)
-                else IdentityReason.BAD_TEXT
-            )
-            raise IdentityError(reason, str(exc)) from None
+    raw = text if isinstance(text, RawText) else decode_card_text(text)
     card_type = _BY_LAYOUT[raw.layout]
     if card_type not in accepted:
         raise IdentityError(
@@ -311,10 +311,15 @@ def parse_identity(
             IdentityReason.BAD_VALIDITY, f"{LONG_TERM} validity on a non-resident card"
         )
     if today is not None:
-        if identity.birth > today:
-            raise IdentityError(IdentityReason.BIRTH_IN_FUTURE, "birth date is in the future")
-        check_validity(identity, today)
+        check_dates(identity, today)
     return identity
+
+
+def check_dates(identity: Identity, today: date) -> None:
+    """Refuse a card whose holder is born after ``today``, or not valid on ``today``."""
+    if identity.birth > today:
+        raise IdentityError(IdentityReason.BIRTH_IN_FUTURE, "birth date is in the future")
+    check_validity(identity, today)
 
 
 def check_validity(identity: Identity, today: date) -> None:

@@ -43,7 +43,8 @@ from drivers.idcard.codec import (
     format_sam_id,
     photo_format,
 )
-from drivers.idcard.textblock import Layout, TextBlockError, decode_text_block
+from drivers.idcard.identity import Identity, IdentityError, decode_card_text, parse_identity
+from drivers.idcard.textblock import Layout
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +124,18 @@ class ReaderStatus:
 class CardRead:
     """One card presentation as read from the module (no identity semantics).
 
-    ``fields`` holds the raw trimmed strings of the detected ``layout``; when the
-    text block could not be decoded, ``layout`` is None, ``fields`` is empty and
-    ``text_error`` says why (the raw ``text`` is still there for the record).
+    The text block is decoded once, here: ``fields`` holds the raw trimmed strings
+    of the detected ``layout`` and ``identity`` the typed, checked identity (check
+    digit, birth date, card type; the dates against today are the door's to check).
+    When the text cannot be decoded or does not check, ``identity`` is None and
+    ``problem`` says why (the raw ``text`` is still there for the record).
     """
 
     text: bytes
     layout: Layout | None
     fields: Mapping[str, str]
-    text_error: str | None
+    identity: Identity | None
+    problem: IdentityError | None
     photo: bytes
     photo_format: str
     sam_id: str | None
@@ -149,18 +153,22 @@ class CardRead:
 
 def card_read_from(data: CardData, sam_id: str | None, read_ms: float) -> CardRead:
     """Decode a read reply's payload into a :class:`CardRead`."""
+    layout: Layout | None = None
+    fields: Mapping[str, str] = {}
+    identity: Identity | None = None
+    problem: IdentityError | None = None
     try:
-        raw = decode_text_block(data.text)
-        layout: Layout | None = raw.layout
-        fields: Mapping[str, str] = raw.fields
-        error = None
-    except TextBlockError as exc:
-        layout, fields, error = None, {}, str(exc)
+        raw = decode_card_text(data.text)
+        layout, fields = raw.layout, raw.fields
+        identity = parse_identity(raw)
+    except IdentityError as exc:
+        problem = exc
     return CardRead(
         text=data.text,
         layout=layout,
         fields=fields,
-        text_error=error,
+        identity=identity,
+        problem=problem,
         photo=data.photo,
         photo_format=photo_format(data.photo),
         sam_id=sam_id,
@@ -408,7 +416,7 @@ class IdCardReader:
         read = card_read_from(data, self._sam_id, (time.perf_counter() - t0) * 1000.0)
         self._present, self._last_digest = True, digest
         self._stats.cards_read += 1
-        if read.text_error:
+        if read.problem is not None:
             self._stats.bad_cards += 1
         try:
             self._on_card(read)

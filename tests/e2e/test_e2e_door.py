@@ -270,7 +270,7 @@ def test_pin_reentry_and_lockout_after_wrong_pins(site: SimulatedSite) -> None:
     locked = building.platform.wait_for_event(
         "access.denied", lambda b: b["reason"] == "pin_locked_out", after_seq=mark
     )["body"]
-    assert locked["method"] == "pin"
+    assert locked["presented"] == "pin"
     wrong = [
         m["body"]["reason"]
         for m in building.platform.received("access.denied")

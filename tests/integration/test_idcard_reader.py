@@ -39,7 +39,10 @@ def test_round_trip_names_addresses_sexes_nations_and_long_term() -> None:
             assert read.layout is Layout.RESIDENT
             assert read.fields["name"] == card.name
             assert read.fields["address"] == card.address
-            ident = parse_identity(read.text, TODAY)
+            # The reader decodes the card once; the typed identity travels with the read.
+            assert read.problem is None and read.identity is not None
+            assert read.identity == parse_identity(read.text, TODAY)
+            ident = read.identity
             assert ident.name == card.name and ident.address == card.address
             assert ident.nation_code == card.nation and ident.sex.value == card.sex
             assert ident.id_number == card.id_number
