@@ -170,10 +170,11 @@ class OnnxFaceModel:
 
     # -- detection -----------------------------------------------------------------
 
-    def yunet(self, bgr: np.ndarray) -> list[YunetFace]:
-        """Every face YuNet finds, in frame pixels, largest first."""
+    def yunet(self, bgr: np.ndarray, max_side: int | None = None) -> list[YunetFace]:
+        """Every face YuNet finds on a copy scaled to ``max_side`` (default: the reference
+        scale), in frame pixels, largest first."""
         h, w = bgr.shape[:2]
-        f = min(1.0, self.settings.detect_max_side / max(h, w))
+        f = min(1.0, (max_side or self.settings.detect_max_side) / max(h, w))
         small = bgr
         if f < 1.0:
             small = cv2.resize(bgr, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
@@ -200,9 +201,9 @@ class OnnxFaceModel:
         return [d.box for d in self.yunet(bgr)]
 
     def _gated(
-        self, bgr: np.ndarray, gates: QualityGates
+        self, bgr: np.ndarray, gates: QualityGates, max_side: int | None = None
     ) -> tuple[YunetFace | None, Detection, list[YunetFace]]:
-        found = self.yunet(bgr)
+        found = self.yunet(bgr, max_side)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         det = assess(rgb, [_gate_box(d.box) for d in found], gates)
         return (found[0] if det.usable else None), det, found
@@ -263,7 +264,7 @@ class OnnxFaceModel:
             return VerifyResult.failed(Reason.TEMPLATE_MODEL, threshold, ms())
         if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
             return VerifyResult.failed(Reason.BAD_IMAGE, threshold, ms())
-        face, det, _ = self._gated(bgr, self.settings.gates)
+        face, det, _ = self._gated(bgr, self.settings.gates, self.settings.live_max_side)
         if face is None:
             return VerifyResult.failed(det.reason, threshold, ms())
         enc = self.embed(bgr, face)
@@ -303,8 +304,8 @@ class OnnxFaceModel:
         return round(sum(probs) / len(probs), 4)
 
     def pad(self, bgr: np.ndarray) -> PadScore:
-        """Live score of the frame's largest face."""
-        found = self.yunet(bgr)
+        """Live score of the frame's largest face (detected as in a live frame)."""
+        found = self.yunet(bgr, self.settings.live_max_side)
         if not found:
             return PadScore(None, 0)
         return PadScore(self.pad_face(bgr, found[0].box), len(found))
