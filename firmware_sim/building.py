@@ -6,6 +6,9 @@ One :class:`Building` starts, under one work directory:
   addresses 1..N, reachable at ``<dir>/dev/bus0``;
 - an ID card reader (:class:`firmware_sim.idreader.IdReaderSimulator`) per
   door at ``<dir>/dev/reader-<door>``;
+- a QR scanner module (:class:`firmware_sim.qrscanner.QrScannerSimulator`) per
+  door at ``<dir>/dev/qr-<door>``, for electronic ID (网证) codes; a code can
+  also be shown to the door's camera (a phone screen held up beside the face);
 - a camera scene folder per door, ``<dir>/camera/<door>/``, holding at most
   one link named ``scene.<ext>`` to the photo in front of the lens (the
   daemon's ``folder:`` camera reads it; nothing is copied);
@@ -54,6 +57,8 @@ from firmware_sim.idreader import IdReaderSimulator
 from firmware_sim.locks import SimBus, SimLock
 from firmware_sim.netcut import CutMode, NetCut
 from firmware_sim.platform import PlatformSim, SimKeys
+from firmware_sim.qrcodes import hold_up
+from firmware_sim.qrscanner import QrScannerSimulator
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +354,7 @@ class DoorInfo:
     address: int
     reader_port: Path
     camera_dir: Path
+    qr_port: Path
 
     @property
     def camera(self) -> str:
@@ -386,6 +392,7 @@ class Building:
                 address=i + 1,
                 reader_port=self.workdir / "dev" / f"reader-{door}",
                 camera_dir=self.workdir / "camera" / door,
+                qr_port=self.workdir / "dev" / f"qr-{door}",
             )
             for i, door in enumerate(door_ids(doors))
         ]
@@ -394,6 +401,8 @@ class Building:
         self.proxy: NetCut | None = None
         self.bus: SimBus | None = None
         self.readers: dict[str, IdReaderSimulator] = {}
+        self.qr_scanners: dict[str, QrScannerSimulator] = {}
+        self._codes_shown = 0
         self._platform: PlatformHandle | None = None
         self._scene_mutex = threading.Lock()
         self._started = False
@@ -484,6 +493,13 @@ class Building:
             raise BuildingError("the building is not started")
         return self.readers[info.id]
 
+    def qr_scanner(self, door: str) -> QrScannerSimulator:
+        """The simulated QR scanner module of ``door``."""
+        info = self.door(door)
+        if info.id not in self.qr_scanners:
+            raise BuildingError("the building is not started")
+        return self.qr_scanners[info.id]
+
     # -------------------------------------------------------- lifecycle
     def start(self) -> Building:
         """Start everything and write the gateway configuration; returns self."""
@@ -510,6 +526,9 @@ class Building:
             reader = IdReaderSimulator(baud=self.reader_baudrate)
             self.readers[info.id] = reader
             _relink(info.reader_port, Path(reader.start()))
+            scanner = QrScannerSimulator(name=f"qr-{info.id}")
+            self.qr_scanners[info.id] = scanner
+            _relink(info.qr_port, Path(scanner.start()))
             info.camera_dir.mkdir(exist_ok=True)
         keys = self._platform_keys()
         _write_private(self.platform_keys_path, json.dumps(keys.public_jwks(), indent=2), 0o644)
@@ -542,6 +561,9 @@ class Building:
         for reader in self.readers.values():
             reader.stop()
         self.readers.clear()
+        for scanner in self.qr_scanners.values():
+            scanner.stop()
+        self.qr_scanners.clear()
         if self.bus is not None:
             self.save_lock_keys()
             self.bus.stop()
@@ -650,6 +672,7 @@ class Building:
                 "reader_port": d.reader_port,
                 "reader_baudrate": self.reader_baudrate,
                 "camera": d.camera,
+                "qr_port": d.qr_port,
                 **all_doors,
                 **per_door.get(d.id, {}),
             }
@@ -776,6 +799,30 @@ class Building:
                 if old != scene:
                     old.unlink(missing_ok=True)
             _relink(scene, target)
+
+    def scan_code(self, door: str, code: str) -> None:
+        """A guest holds their phone's 网证 code to the door's QR scanner."""
+        self.qr_scanner(door).show(code)
+        log.info("code shown to the scanner", extra={"door": door})
+
+    def show_code(self, door: str, code: str, photo: Path | str) -> Path:
+        """The guest (``photo``) holds the code up to the door's camera; returns the scene file.
+
+        The scene is a picture made for the moment (the face and a phone screen with the
+        code, generated with zxing-cpp), kept under the work dir until the building stops.
+        """
+        img = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+        if img is None:
+            raise BuildingError(f"photo {photo} is not an image this simulator can read")
+        frame = hold_up(img, code)
+        folder = self.workdir / "codes"
+        folder.mkdir(exist_ok=True)
+        self._codes_shown += 1
+        scene = folder / f"{door}-{self._codes_shown}.png"
+        if not cv2.imwrite(str(scene), frame):
+            raise BuildingError(f"could not write {scene}")
+        self.show_face(door, scene)
+        return scene
 
     def face(self, door: str) -> Path | None:
         """The photo currently in front of the door's camera, or None."""

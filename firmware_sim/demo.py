@@ -20,10 +20,21 @@ from rich.console import Console
 from drivers.idcard.identity import mask_id_number, mask_name
 from firmware_sim.building import card_with_photo, guest_entry
 from firmware_sim.idcards import VirtualCard, make_id_number
-from firmware_sim.photos import FACES, GUEST_A, GUEST_B, PRINTED_A, STRANGER, have_faces
+from firmware_sim.identity_service import SimIdentity
+from firmware_sim.photos import (
+    FACES,
+    GUEST_A,
+    GUEST_B,
+    GUEST_C,
+    GUEST_D,
+    PRINTED_A,
+    STRANGER,
+    have_faces,
+)
 from firmware_sim.site import SimulatedSite
 
 GRANT = "G-20261122-101"
+EID_GRANT = "G-20261122-102"
 DOOR, GATE = "L101", "L102"
 
 
@@ -89,6 +100,8 @@ def _shown(body: dict[str, Any]) -> str:
             out[key] = mask_name(str(value))
         elif key == "address":
             out[key] = str(value)[:6] + "…"
+        elif key == "code":
+            out[key] = f"<{len(str(value))} chars>"
         elif key.endswith("_b64"):
             out[key] = f"<{len(str(value)) * 3 // 4} bytes>"
         elif key in ("at", "birth", "issuer", "valid_from", "valid_until"):
@@ -111,7 +124,14 @@ def _cards() -> dict[str, VirtualCard]:
     return {
         "guest A": card("王建国", GUEST_A[0], date(1961, 8, 4), 21, 1),
         "guest B": card("李秀英", GUEST_B[0], date(1962, 11, 20), 34, 2),
+        "guest C": card("张伟", GUEST_C[0], date(1986, 12, 26), 55, 1),
+        "guest D": card("刘芳", GUEST_D[0], date(1987, 2, 9), 66, 2),
     }
+
+
+def _identity(card: VirtualCard) -> SimIdentity:
+    """The guest as the identity service knows them (behind their 网证)."""
+    return SimIdentity(card.name, card.sex, card.nation, card.birth, card.id_number)  # type: ignore[arg-type]
 
 
 def step_grant(day: Day) -> None:
@@ -141,6 +161,42 @@ def step_second_guest(day: Day) -> None:
     day.relay(DOOR, True, within=10)
     day.received("checkin.verified", mark, guest_id="guest-b", lock=DOOR)
     day.received("door.opened", mark, lock=DOOR, grant_id=GRANT)
+
+
+def step_eid(day: Day) -> None:
+    building = day.site.building
+    cards = day.cards
+    guests = [
+        guest_entry(cards["guest C"], "guest-c", GUEST_C[0]),
+        guest_entry(cards["guest D"], "guest-d", GUEST_D[0]),
+    ]
+    cmd = day.platform.put_grant(EID_GRANT, [DOOR, GATE], guests, room="102", hours=24)
+    day.say(f"platform sends grant.put {EID_GRANT}: room 102, 2 guests")
+    day.expect(day.platform.wait_ack(cmd)["status"] == "ok", "gateway acknowledged the grant")
+    building.wait_relay(GATE, False, timeout=15)
+    code = day.platform.sim.identity.issue(_identity(day.cards["guest C"]))
+    day.say("guest C has no card with them; their phone shows a 网证 code (single use)")
+    building.show_face(GATE, GUEST_C[1])
+    time.sleep(0.3)
+    mark = day.platform.last_seq
+    building.scan_code(GATE, code)
+    day.say(f"guest C holds the phone to {GATE}'s QR scanner")
+    day.relay(GATE, True, within=10)
+    day.received("eid.verify", mark, lock=GATE)
+    day.received("checkin.verified", mark, guest_id="guest-c", card_type="eid")
+    day.received("door.opened", mark, lock=GATE, grant_id=EID_GRANT)
+
+
+def step_eid_expired(day: Day) -> None:
+    building = day.site.building
+    building.wait_relay(DOOR, False, timeout=15)
+    code = day.platform.sim.identity.issue(_identity(day.cards["guest D"]), lifetime_s=-60)
+    mark = day.platform.last_seq
+    building.show_code(DOOR, code, GUEST_D[1])
+    day.say(f"guest D holds up a 网证 code that expired a minute ago to {DOOR}'s camera")
+    day.received("access.denied", mark, lock=DOOR, reason="eid_failed", error="code_expired")
+    day.relay(DOOR, False, within=0)
+    building.show_face(DOOR, None)
 
 
 def step_stranger(day: Day) -> None:
@@ -211,6 +267,8 @@ DAY: list[tuple[str, Callable[[Day], None]]] = [
     ("A check-in grant arrives from the platform", step_grant),
     ("Guest A checks in: ID card + face (人证合一)", step_checkin),
     ("Guest B of the same booking checks in", step_second_guest),
+    ("Guest C checks in with the electronic ID (网证) at the QR scanner", step_eid),
+    ("Guest D's 网证 code has expired: refused", step_eid_expired),
     ("A stranger tries guest A's card", step_stranger),
     ("A printed photo of guest A is held up with the card", step_printed_photo),
     ("A door is forced", step_forced),
@@ -230,7 +288,8 @@ def run_demo(console: Console | None = None, workdir: Path | None = None) -> boo
     started = time.monotonic()
     console.print("starting the building (2 doors, OSDP locks with secure channel, ID readers,")
     console.print("cameras, Mosquitto, the platform simulator) and the gateway daemon …")
-    site = SimulatedSite([DOOR, GATE], workdir, config_overrides={"doors": {"unlock_seconds": 3}})
+    overrides = {"doors": {"unlock_seconds": 3}, "per_door": {DOOR: {"qr_camera": True}}}
+    site = SimulatedSite([DOOR, GATE], workdir, config_overrides=overrides)
     passed = 0
     try:
         site.start()

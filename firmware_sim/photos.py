@@ -28,6 +28,14 @@ GUEST_B = (
     NUAA / "live" / "0003" / "0003_01_00_01_0.jpg",
     NUAA / "live" / "0003" / "0003_01_00_01_328.jpg",
 )
+GUEST_C = (
+    NUAA / "live" / "0004" / "0004_01_00_01_0.jpg",
+    NUAA / "live" / "0004" / "0004_01_00_01_339.jpg",
+)
+GUEST_D = (
+    NUAA / "live" / "0005" / "0005_00_00_01_0.jpg",
+    NUAA / "live" / "0005" / "0005_00_00_01_188.jpg",
+)
 # A printed photo of guest A held before the same webcam: matches A's face, is no person.
 PRINTED_A = NUAA / "attack" / "0001" / "0001_00_00_01_166.jpg"
 # Western photos (face_recognition's examples), used where liveness is not the subject.

@@ -12,6 +12,19 @@ gateway announced as dropped in ``outbox.dropped`` count as settled), reports
 gaps, and answers progress with ``sync.ack`` once the messages are stored (in
 this process's memory). Duplicates trigger a fresh ``sync.ack``, so a gateway
 that missed one learns again.
+
+Revision 1.1 (section 5): :meth:`PlatformSim.send` never publishes more than
+1 MiB; grant photos over 200 KiB or 1,280 px are scaled down first
+(:func:`fit_photo`), and :meth:`PlatformSim.send_sync` splits a grant set that
+does not fit one message into parts. :meth:`PlatformSim.publish_raw` and
+``build(..., scale_photos=False)`` bypass that, to play a platform that breaks
+the contract.
+
+Electronic ID (contract section 6): ``eid.verify`` requests arriving on
+``P/req`` are checked, their code verified by :attr:`PlatformSim.identity` (the
+identity service stand-in), and answered with a sealed ``eid.result`` command,
+after the service's delay, and never past ``answer_by`` unless
+:attr:`PlatformSim.answer_late` is set (a misbehaving platform, for tests).
 """
 
 from __future__ import annotations
@@ -44,9 +57,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from firmware_sim.identity_service import IdentityService, result_body
+
 log = logging.getLogger(__name__)
 
 TOPIC_ROOT = "lockgw/v1"
+MAX_PAYLOAD_BYTES = 1_048_576
+PHOTO_MAX_BYTES = 200 * 1024
+PHOTO_MAX_SIDE_PX = 1280
 BAD_KINDS = (
     "unknown_key",
     "tampered",
@@ -57,6 +75,54 @@ BAD_KINDS = (
     "garbage",
     "not_jwe",
 )
+
+
+class TooLarge(ValueError):
+    """A command that would break the contract's size limit (the simulator never sends it)."""
+
+
+def fit_photo(jpeg: bytes) -> bytes:
+    """``jpeg`` scaled down to the contract's limits (1,280 px, 200 KiB); as is when it fits."""
+    import cv2  # only grants with photos need it
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        return jpeg  # not an image: the gateway decides
+    h, w = img.shape[:2]
+    if len(jpeg) <= PHOTO_MAX_BYTES and max(h, w) <= PHOTO_MAX_SIDE_PX:
+        return jpeg
+    side = min(PHOTO_MAX_SIDE_PX, max(h, w))
+    quality = 90
+    while True:
+        scale = side / max(h, w)
+        small = cv2.resize(
+            img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
+        ok, enc = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok and len(enc) <= PHOTO_MAX_BYTES:
+            return enc.tobytes()
+        if quality > 60:
+            quality -= 10
+        else:
+            side = int(side * 0.8)
+
+
+def _fit_grant(grant: dict[str, Any]) -> dict[str, Any]:
+    guests = []
+    for guest in grant.get("guests", []):
+        photo = guest.get("face_jpeg_b64")
+        if isinstance(photo, str) and photo:
+            try:
+                raw = base64.b64decode(photo, validate=True)
+            except ValueError:
+                guests.append(guest)
+                continue
+            fitted = fit_photo(raw)
+            if fitted is not raw:
+                guest = guest | {"face_jpeg_b64": base64.b64encode(fitted).decode("ascii")}
+        guests.append(guest)
+    return grant | {"guests": guests} if "guests" in grant else grant
 
 
 def _now_iso(delta_s: float = 0.0) -> str:
@@ -260,6 +326,10 @@ class PlatformSim:
         self._pool: ProcessPoolExecutor | None = None
         self._inbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue(maxsize=4000)
         self._batches = threading.BoundedSemaphore(max(1, workers) * 4)
+        self.identity = IdentityService()
+        self.answer_late = False
+        self.eid_requests: list[dict[str, Any]] = []
+        self.eid_results: list[dict[str, Any]] = []
 
     def pin_gateway(self, gw: str, jwks: dict[str, Any]) -> None:
         """Pin a gateway's public keys (several kids allowed; newest X25519 last)."""
@@ -367,7 +437,7 @@ class PlatformSim:
             log.warning("platform sim connect refused: %s", reason)
             return
         client.subscribe(
-            [(f"{TOPIC_ROOT}/+/{kind}", 1) for kind in ("evt", "alert", "ack", "status")]
+            [(f"{TOPIC_ROOT}/+/{kind}", 1) for kind in ("req", "evt", "alert", "ack", "status")]
             + [(f"{TOPIC_ROOT}/+/health", 0)]
         )
         self.connected.set()
@@ -384,8 +454,17 @@ class PlatformSim:
         msg_id: str | None = None,
         envelope_gw: str | None = None,
         sig: cjwk.JWK | None = None,
+        scale_photos: bool = True,
     ) -> tuple[str, str]:
-        """A sealed command for ``gw``: (command id, JWE text)."""
+        """A sealed command for ``gw``: (command id, JWE text).
+
+        Grant photos are scaled to the contract's limits unless ``scale_photos`` is
+        False (a platform that breaks the contract, for tests).
+        """
+        if scale_photos and msg_type == "grant.put":
+            body = _fit_grant(body)
+        elif scale_photos and msg_type == "grant.sync":
+            body = body | {"grants": [_fit_grant(g) for g in body.get("grants", [])]}
         cmd_id = msg_id or str(uuid.uuid4())
         env = {
             "v": 1,
@@ -399,10 +478,55 @@ class PlatformSim:
         return cmd_id, seal_jw(env, sig or self.keys.sig, self._gw_enc[gw])
 
     def send(self, gw: str, msg_type: str, body: dict[str, Any], **kwargs: Any) -> str:
-        """Build and publish a command; returns its id."""
+        """Build and publish a command; returns its id. TooLarge past 1 MiB (never sent)."""
         cmd_id, text = self.build(gw, msg_type, body, **kwargs)
+        if len(text) > MAX_PAYLOAD_BYTES:
+            raise TooLarge(f"{msg_type} is {len(text)} bytes sealed, limit {MAX_PAYLOAD_BYTES}")
         self.publish_raw(gw, text.encode())
         return cmd_id
+
+    def build_sync(
+        self, gw: str, grants: list[dict[str, Any]], *, sync_id: str | None = None
+    ) -> list[tuple[str, str]]:
+        """``grant.sync`` of ``grants`` as sealed parts that each fit 1 MiB: [(id, JWE)].
+
+        One part needs no ``sync_id``/``part``/``parts``; several carry them all.
+        Photos are scaled first; parts are packed greedily by sealed size.
+        """
+        fitted = [_fit_grant(g) for g in grants]
+        whole = self.build(gw, "grant.sync", {"grants": fitted}, scale_photos=False)
+        if len(whole[1]) <= MAX_PAYLOAD_BYTES:
+            return [whole]
+        sid = sync_id or str(uuid.uuid4())
+        # Sealing grows JSON by about 16/9 (base64 twice); keep a margin for the envelope.
+        budget = int((MAX_PAYLOAD_BYTES - 4096) * 9 / 16)
+        chunks: list[list[dict[str, Any]]] = [[]]
+        used = 0
+        for grant in fitted:
+            size = len(json.dumps(grant, ensure_ascii=False).encode()) + 1
+            if chunks[-1] and used + size > budget:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(grant)
+            used += size
+        parts = len(chunks)
+        built = []
+        for n, chunk in enumerate(chunks, start=1):
+            body = {"sync_id": sid, "part": n, "parts": parts, "grants": chunk}
+            cmd_id, text = self.build(gw, "grant.sync", body, scale_photos=False)
+            if len(text) > MAX_PAYLOAD_BYTES:
+                raise TooLarge(f"grant.sync part {n} is {len(text)} bytes sealed")
+            built.append((cmd_id, text))
+        return built
+
+    def send_sync(
+        self, gw: str, grants: list[dict[str, Any]], *, sync_id: str | None = None
+    ) -> list[str]:
+        """Build and publish ``grant.sync`` in as many parts as it needs; their ids in order."""
+        built = self.build_sync(gw, grants, sync_id=sync_id)
+        for _, text in built:
+            self.publish_raw(gw, text.encode())
+        return [cmd_id for cmd_id, _ in built]
 
     def publish_raw(self, gw: str, payload: bytes) -> None:
         """Publish any bytes on the gateway's command topic (QoS 1)."""
@@ -435,7 +559,8 @@ class PlatformSim:
             cmd_id, text = self.build(gw, "grant.put", {"grant_id": "g-bad", "room": "101"})
             return cmd_id, text.encode()
         if kind == "oversized":
-            # Just past the limit: the gateway must see it (and count it), not the broker.
+            # Just past the payload limit, within the packet limit the gateway announces:
+            # the broker forwards it, and the gateway must answer it too_large.
             pad = size_limit * 9 // 16
             while True:
                 cmd_id, text = self.build(gw, "ping", {"pad": "x" * pad})
@@ -517,7 +642,13 @@ class PlatformSim:
             raise OpenError("missing seq")
         msg_type = str(env.get("type"))
         expected = (
-            "ack" if msg_type == "ack" else "alert" if msg_type.startswith("alert.") else "evt"
+            "req"
+            if msg_type == "eid.verify"
+            else "ack"
+            if msg_type == "ack"
+            else "alert"
+            if msg_type.startswith("alert.")
+            else "evt"
         )
         if expected != kind:
             raise OpenError(f"{msg_type} on the {kind} topic")
@@ -546,8 +677,67 @@ class PlatformSim:
             while view.prefix + 1 in view.messages or view.prefix + 1 in view.dropped:
                 view.prefix += 1
             self._changed.notify_all()
+        if env["type"] == "eid.verify":
+            self._eid_request(gw, env["body"], str(env["ts"]))
         if hook is not None:
             hook(gw, env)
+
+    # -- electronic ID -------------------------------------------------------------
+
+    def _eid_request(self, gw: str, body: dict[str, Any], sealed_at: str) -> None:
+        received = time.time()
+        try:
+            request_id = str(body["request_id"])
+            at, answer_by = _parse_iso(body["at"]), _parse_iso(body["answer_by"])
+            code, face = str(body["code"]), str(body["live_jpeg_b64"])
+            if not 0 < answer_by - at <= 10.0:
+                raise ValueError("answer_by must be after at by at most 10 s")
+            if not isinstance(body["lock"], str):
+                raise ValueError("lock must be a string")
+        except (KeyError, TypeError, ValueError) as exc:
+            self._count("eid_bad_requests")
+            log.warning("platform sim: bad eid.verify from %s: %s", gw, exc)
+            return
+        with self._lock:
+            self.eid_requests.append(
+                {"gw": gw, "received": received, "sealed_at": sealed_at, **body}
+            )
+        delay = self.identity.answer_delay()
+        if delay is None:
+            self._count("eid_unanswered")
+            return
+        timer = threading.Timer(
+            delay, self._eid_answer, (gw, request_id, code, face, answer_by, received)
+        )
+        timer.daemon = True
+        timer.start()
+
+    def _eid_answer(
+        self, gw: str, request_id: str, code: str, face: str, answer_by: float, received: float
+    ) -> None:
+        if time.time() > answer_by and not self.answer_late:
+            self._count("eid_past_answer_by")
+            return
+        verdict = self.identity.verify(code, face)
+        body = result_body(request_id, verdict)
+        try:
+            cmd_id = self.send(gw, "eid.result", body, exp_s=60.0)
+        except (ConnectionError, KeyError) as exc:
+            self._count("eid_answer_failed")
+            log.warning("platform sim: eid.result to %s not sent: %s", gw, exc)
+            return
+        with self._lock:
+            self.eid_results.append(
+                {
+                    "gw": gw,
+                    "cmd_id": cmd_id,
+                    "request_id": request_id,
+                    "status": verdict.status,
+                    "error": verdict.error,
+                    "rtt_s": time.time() - received,
+                }
+            )
+        self._count(f"eid_{verdict.status}")
 
     def _tick(self) -> None:
         while not self._stop.wait(self._ack_interval):
@@ -607,6 +797,12 @@ class PlatformSim:
                 for s in sorted(view.messages)
                 if msg_type is None or view.messages[s]["type"] == msg_type
             ]
+
+
+def _parse_iso(value: object) -> float:
+    if not isinstance(value, str):
+        raise ValueError("time is not a string")
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,14 +5,47 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FACES = SHARED / "faces"
+
+
+@pytest.fixture(autouse=True)
+def contract_check(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Every sealed gateway message this test produces, or the platform simulator receives,
+    is validated against docs/schemas/gateway-messages.json (the AsyncAPI document's
+    schemas); an undocumented type or field, or a missing required one, fails the test."""
+    import agent.sync.outbox
+    from firmware_sim.platform import PlatformSim
+    from tests.support.contract import ContractChecker
+
+    checker = ContractChecker()
+    real_seal = agent.sync.outbox.seal
+    real_store = PlatformSim._store
+
+    def checked_seal(envelope: dict[str, Any], *args: Any, **kwargs: Any) -> str:
+        checker.check(envelope, "seal")
+        return real_seal(envelope, *args, **kwargs)
+
+    def checked_store(self: PlatformSim, gw: str, env: dict[str, Any]) -> None:
+        checker.check(env, "platform")
+        real_store(self, gw, env)
+
+    monkeypatch.setattr(agent.sync.outbox, "seal", checked_seal)
+    monkeypatch.setattr(PlatformSim, "_store", checked_store)
+    yield checker
+    if checker.violations:
+        unique = sorted(set(checker.violations))
+        pytest.fail(
+            f"{len(unique)} contract violation(s) in sealed messages:\n" + "\n".join(unique[:20]),
+            pytrace=False,
+        )
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.face",
     "agent.cli.demo",
     "agent.cli.doctor",
+    "agent.cli.outbox",
 )
 
 
@@ -76,10 +77,14 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
+    from agent.runtime.sizing import building_budget
+
     config = load_config_or_fail(args.config)
+    budget = building_budget(config)
     print(
         f"{args.config}: OK (gateway {config.gateway.id}, {len(config.buses)} bus(es), "
-        f"{len(config.doors)} door(s))"
+        f"{len(config.doors)} door(s)); needs TasksMax >= {budget.tasks_max} "
+        f"({budget.door_workers} door workers, {budget.device_threads} device threads)"
     )
     return EXIT_OK
 

@@ -111,7 +111,8 @@ def _render(s: dict[str, Any]) -> None:
     console.print(f"clock          {clock_text}, platform last heard {_age(clock['last_contact'])}")
     disk = s["disk"]
     free, total = disk["free_bytes"] / 2**30, disk["total_bytes"] / 2**30
-    console.print(f"disk           {free:.1f} GiB free of {total:.1f}")
+    full = " [red]DISK FULL: refusals only, doors stay locked[/red]" if disk.get("full") else ""
+    console.print(f"disk           {free:.1f} GiB free of {total:.1f}{full}")
     face = s.get("face")
     if face is not None:
         state = "ready" if face["ready"] else "loading"

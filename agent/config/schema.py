@@ -198,6 +198,13 @@ class DoorSection(_Section):
         description="V4L2 device (/dev/videoN or index), RTSP URL, video file, or "
         "`folder:DIR` for a simulated camera (a scene folder).",
     )
+    qr_port: str | None = Field(
+        None, description="Serial device of the QR scanner module (electronic ID codes)."
+    )
+    qr_baudrate: int = Field(9600, description="Baud rate of the QR scanner module.")
+    qr_camera: bool = Field(
+        False, description="Look for electronic ID QR codes in this door's camera frames."
+    )
     unlock_seconds: int = Field(
         5, ge=1, le=25, description="How long an opening keeps it unlocked."
     )
@@ -205,10 +212,33 @@ class DoorSection(_Section):
         30.0, ge=1, le=3600, description="Open longer than this: `held_open`."
     )
 
-    @field_validator("reader_baudrate")
+    @field_validator("reader_baudrate", "qr_baudrate")
     @classmethod
     def _baud(cls, value: int) -> int:
         return _check_baud(value)
+
+    @model_validator(mode="after")
+    def _qr_camera_needs_camera(self) -> DoorSection:
+        if self.qr_camera and not self.camera:
+            raise ValueError(f"door {self.id!r}: qr_camera = true needs camera")
+        return self
+
+
+class EidSection(_Section):
+    """Check-in with the electronic ID (网证): codes verified by the platform (section 6)."""
+
+    answer_timeout_s: float = Field(
+        3.0, gt=0, le=10, description="Longest wait for the platform's eid.result (at most 10 s)."
+    )
+    code_lifetime_s: float = Field(
+        300.0, ge=10, le=3600, description="The same code read again within this is not sent."
+    )
+    face_wait_s: float = Field(
+        1.0, gt=0, le=5, description="How long to look for the guest's face once a code is read."
+    )
+    camera_scan_interval_ms: int = Field(
+        200, ge=50, le=5000, description="How often a door camera's frame is searched for codes."
+    )
 
 
 class ReadersSection(_Section):
@@ -341,6 +371,7 @@ class Config(_Section):
     outbox: OutboxSection = Field(default_factory=OutboxSection)
     readers: ReadersSection = Field(default_factory=ReadersSection)
     face: FaceSection = Field(default_factory=FaceSection)
+    eid: EidSection = Field(default_factory=EidSection)
     policy: PolicySection = Field(default_factory=PolicySection)
     alerts: AlertsSection = Field(default_factory=AlertsSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
@@ -352,6 +383,14 @@ class Config(_Section):
         bus_names = [b.name for b in self.buses]
         _no_duplicates("buses.name", bus_names)
         _no_duplicates("buses.port", [b.port for b in self.buses])
+        _no_duplicates("doors.qr_port", [d.qr_port for d in self.doors if d.qr_port])
+        other_ports = {b.port for b in self.buses} | {d.reader_port for d in self.doors}
+        for door in self.doors:
+            if door.qr_port and door.qr_port in other_ports:
+                raise ValueError(
+                    f"doors: door {door.id!r} has qr_port = {door.qr_port!r}, "
+                    "which is also a bus or ID reader port"
+                )
         _no_duplicates("doors.id", [d.id for d in self.doors])
         _no_duplicates("doors.(bus, address)", [f"{d.bus}:{d.address}" for d in self.doors])
         for door in self.doors:

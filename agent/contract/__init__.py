@@ -1,0 +1,1 @@
+"""The wire contract with the platform: sizes and limits, message shapes, sealing."""

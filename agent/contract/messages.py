@@ -20,8 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 GATEWAY_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 
 COMMAND_TYPES = frozenset(
-    {"grant.put", "grant.revoke", "grant.sync", "lock.unlock", "sync.ack", "ping"}
+    {"grant.put", "grant.revoke", "grant.sync", "lock.unlock", "sync.ack", "ping", "eid.result"}
 )
+# Gateway requests that a person at the door waits on (topic P/req, sent first).
+REQUEST_TYPES = frozenset({"eid.verify"})
+EID_MAX_WAIT_S = 10.0  # contract section 6: answer_by is at most 10 s after at
 EVENT_TYPES = frozenset(
     {
         "checkin.verified",
@@ -59,8 +62,10 @@ class MessageError(ValueError):
         self.field = field
 
 
-def topic_kind(msg_type: str) -> Literal["evt", "alert", "ack"]:
+def topic_kind(msg_type: str) -> Literal["req", "evt", "alert", "ack"]:
     """The up-topic suffix a gateway message of ``msg_type`` goes to."""
+    if msg_type in REQUEST_TYPES:
+        return "req"
     if msg_type == "ack":
         return "ack"
     if msg_type.startswith("alert."):
@@ -158,6 +163,10 @@ class GrantRevoke(_Body):
 
 class GrantSync(_Body):
     grants: Annotated[list[GrantPut], Field(max_length=10_000)]
+    # Revision 1.1: a sync in parts (all three, or none for one complete part).
+    sync_id: _Id | None = None
+    part: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None
+    parts: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None
 
 
 class LockUnlock(_Body):
@@ -172,6 +181,36 @@ class SyncAck(_Body):
 
 class Ping(_Body):
     pass
+
+
+_Sex = Literal["1", "2"]
+_Date8 = Annotated[str, Field(pattern=r"^\d{8}$")]
+
+
+class EidIdentity(_Body):
+    name: _Str
+    sex: _Sex
+    nation: Annotated[str, Field(max_length=64)]
+    birth: _Date8
+    id_number: Annotated[str, Field(pattern=r"^[0-9]{17}[0-9X]$")]
+    address: Annotated[str, Field(max_length=256)] | None = None
+    valid_until: Annotated[str, Field(pattern=r"^(\d{8}|长期)$")] | None = None
+
+
+class EidResult(_Body):
+    request_id: _Id
+    status: Literal["verified", "failed"]
+    error: Annotated[str, Field(max_length=512)] | None = None
+    identity: EidIdentity | None = None
+
+
+class EidVerify(_Body):
+    request_id: _Id
+    lock: _Id
+    code: Annotated[str, Field(min_length=1, max_length=1024)]
+    live_jpeg_b64: Annotated[str, Field(min_length=4, max_length=700_000)]
+    at: _Time
+    answer_by: _Time
 
 
 class Ack(_Body):
@@ -200,6 +239,26 @@ class CheckinVerified(_Event):
     valid_until: str
     card_photo_b64: str
     card_photo_format: Literal["wlt", "jpeg", "png"]
+    live_jpeg_b64: str
+    face_distance: float
+    face_threshold: float
+    liveness: Any
+
+
+class CheckinVerifiedEid(_Event):
+    """``checkin.verified`` with ``card_type`` ``eid``: the identity from ``eid.result``,
+    no card photo (contract section 6)."""
+
+    lock: _Id
+    room: _Str
+    grant_id: _Id
+    guest_id: _Id
+    card_type: Literal["eid"]
+    name: _Str
+    sex: str
+    nation: str
+    birth: str
+    id_number: _Str
     live_jpeg_b64: str
     face_distance: float
     face_threshold: float
@@ -253,6 +312,7 @@ COMMAND_BODIES: dict[str, type[_Body]] = {
     "lock.unlock": LockUnlock,
     "sync.ack": SyncAck,
     "ping": Ping,
+    "eid.result": EidResult,
 }
 GATEWAY_BODIES: dict[str, type[_Body]] = {
     "ack": Ack,
@@ -263,6 +323,7 @@ GATEWAY_BODIES: dict[str, type[_Body]] = {
     "lock.status": LockStatus,
     "outbox.dropped": OutboxDropped,
     "alert.outbox_near_full": OutboxNearFull,
+    "eid.verify": EidVerify,
 }
 
 
@@ -276,6 +337,8 @@ def validate_body(msg_type: str, body: object, *, command: bool) -> None:
             raise MessageError(f"unknown command type {msg_type!r}", "type")
     else:
         model = GATEWAY_BODIES.get(msg_type)
+        if msg_type == "checkin.verified" and body.get("card_type") == "eid":
+            model = CheckinVerifiedEid
         if model is None:
             if not _TYPE_RE.match(msg_type):
                 raise MessageError(f"gateway message type {msg_type!r} is not well formed", "type")
@@ -286,6 +349,19 @@ def validate_body(msg_type: str, body: object, *, command: bool) -> None:
         raise MessageError(_describe(msg_type, exc), _first_loc(exc)) from None
     if msg_type == "door.opened" and body.get("grant_id") is None and body.get("remote") is None:
         raise MessageError("door.opened: body needs grant_id or remote", "body.grant_id")
+    if msg_type == "eid.result" and (body["status"] == "verified") != (
+        body.get("identity") is not None
+    ):
+        raise MessageError(
+            "eid.result: body.identity is required when verified and only then", "body.identity"
+        )
+    if msg_type == "eid.verify":
+        wait = (parse_time(body["answer_by"]) - parse_time(body["at"])).total_seconds()
+        if not 0 < wait <= EID_MAX_WAIT_S:
+            raise MessageError(
+                f"eid.verify: body.answer_by must be after at by at most {EID_MAX_WAIT_S:g} s",
+                "body.answer_by",
+            )
     if msg_type in ("grant.put",) or msg_type == "grant.sync":
         grants = [body] if msg_type == "grant.put" else body["grants"]
         for i, grant in enumerate(grants):
@@ -296,6 +372,14 @@ def validate_body(msg_type: str, body: object, *, command: bool) -> None:
                     f"{where}.valid_until",
                 )
         if msg_type == "grant.sync":
+            split = [body.get(k) is None for k in ("sync_id", "part", "parts")]
+            if any(split) and not all(split):
+                raise MessageError(
+                    "grant.sync: body.sync_id, body.part and body.parts go together",
+                    "body.parts",
+                )
+            if not any(split) and body["part"] > body["parts"]:
+                raise MessageError("grant.sync: body.part is past body.parts", "body.part")
             ids = [g["grant_id"] for g in grants]
             if len(ids) != len(set(ids)):
                 raise MessageError(
@@ -391,5 +475,21 @@ class Command:
     signer_kid: str
 
 
+_CODE_RE = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+
+
 class CommandRejected(Exception):
-    """Raised by an applier to refuse a command; the text goes into the ack (no personal data)."""
+    """Raised by an applier to refuse a command (no personal data in the text).
+
+    ``code`` is the contract's reason code the ack's ``error`` starts with
+    (``unknown_lock``, ``photo_too_large``, …; documented in docs/asyncapi.yaml);
+    ``detail`` is for people. A first argument that is not code-shaped is kept as
+    the detail of the generic code ``refused``.
+    """
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        if not _CODE_RE.match(code):
+            code, detail = "refused", code if not detail else f"{code} {detail}"
+        self.code = code
+        self.detail = detail
+        super().__init__(f"{code}: {detail}" if detail else code)

@@ -25,6 +25,8 @@ from joserfc.jwe import JWERegistry
 from joserfc.jwk import KeySet, OKPKey
 from joserfc.jws import JWSRegistry
 
+from agent.contract.limits import MAX_PACKET_BYTES
+
 SIG_ALG = "Ed25519"
 KEY_ALG = "ECDH-ES"
 CONTENT_ENC = "A256GCM"
@@ -36,8 +38,9 @@ _JWS_REGISTRY = JWSRegistry(algorithms=[SIG_ALG])
 # contract carries (a grant with its guests' photos); the bound that applies is
 # the whole message's size, checked before anything is parsed.
 _JWE_REGISTRY = JWERegistry(algorithms=[KEY_ALG, CONTENT_ENC])
-_JWE_REGISTRY.max_ciphertext_length = DEFAULT_MAX_BYTES
-_JWS_REGISTRY.max_payload_length = DEFAULT_MAX_BYTES
+# A command a little over the payload limit is still opened (to answer it too_large).
+_JWE_REGISTRY.max_ciphertext_length = MAX_PACKET_BYTES
+_JWS_REGISTRY.max_payload_length = MAX_PACKET_BYTES
 _JWE_HEADER_KEYS = frozenset({"alg", "enc", "kid", "cty", "epk"})
 _JWS_HEADER_KEYS = frozenset({"alg", "kid"})
 

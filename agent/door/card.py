@@ -78,7 +78,7 @@ class CardVisit:
         face_result: Any = None
         liveness_doc: dict[str, Any] = {"mode": "off"}
         if decision.needs_face and decision.guest is not None:
-            face_outcome, face_result, liveness_doc = await self._check_face(
+            face_outcome, face_result, liveness_doc = await self.check_face(
                 door, decision.guest, decision.liveness, card
             )
             presentation = Presentation(
@@ -148,11 +148,13 @@ class CardVisit:
             self._clock.last_contact(),
         )
 
-    async def _check_face(
-        self, door: DoorDevices, guest: VerifiedGuest, liveness: str, card: CardRead
+    async def check_face(
+        self, door: DoorDevices, guest: VerifiedGuest, liveness: str, card: CardRead | None
     ) -> tuple[FaceOutcome, Any, dict[str, Any]]:
-        """Match the guest's face over one attempt's frames, with the liveness checks
-        ``liveness`` requires (the site's floor plus what the grant asked for)."""
+        """The live face against ``guest``'s template, with the liveness checks ``liveness``
+        requires (the site's floor plus what the grant asked for), over one attempt's frames;
+        ``card`` (if any) gives the fallback reference photo. Used by the card and the
+        electronic-ID visits."""
         if self._face is None or door.camera is None:
             return FaceOutcome(False, None, 0.0, "no_camera"), None, {"mode": "off"}
         reference = await asyncio.to_thread(self._reference, guest, card)
@@ -207,7 +209,7 @@ class CardVisit:
         )
         return outcome, last, doc
 
-    def _reference(self, guest: VerifiedGuest, card: CardRead) -> bytes | None:
+    def _reference(self, guest: VerifiedGuest, card: CardRead | None) -> bytes | None:
         """The guest's template: stored, or made now from the grant (or, where the site
         allows it, the decoded card) photo. A template of another model is made again."""
         assert self._face is not None
@@ -216,7 +218,7 @@ class CardVisit:
             return template
         if guest.has_photo:
             return enroll_template(self._grants, self._face, guest.grant_id, guest.guest_id)
-        if self._card_photo_image is None:
+        if self._card_photo_image is None or card is None:
             return None
         photo = self._card_photo_image(card.photo, card.photo_format)
         if photo is None:

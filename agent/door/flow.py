@@ -9,8 +9,9 @@ card presented while the door is busy is refused as ``busy`` rather than queued.
 The pieces: :mod:`agent.door.card` (card visits), :mod:`agent.door.pin` (PIN
 visits and the lockout), :mod:`agent.door.lockevents` (lock events as records),
 :mod:`agent.door.opening` (record first, then unlock, feedback),
-:mod:`agent.door.recorder` (the records and their transaction) and
-:mod:`agent.door.occupancy` (faces counted while a door is open).
+:mod:`agent.door.recorder` (the records and their transaction),
+:mod:`agent.door.occupancy` (faces counted while a door is open) and
+:mod:`agent.door.eid` (electronic-ID codes: the one visit that waits on the platform).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from agent.door.alerts import AlertRules
 from agent.door.card import CardVisit
 from agent.door.decision import SAY_SEE_HOST, Decision, deny
 from agent.door.doors import DoorDevices, FlowSettings, VisitOutcome
+from agent.door.eid import CameraCodeScan, EidSettings, EidVisit, PendingRequests
 from agent.door.lockevents import lock_event_records
 from agent.door.occupancy import OccupantWatch
 from agent.door.opening import DoorOpener
@@ -37,6 +39,7 @@ from agent.state.store import Store
 from agent.sync.outbox import Outbox
 from drivers.idcard.reader import CardRead
 from drivers.osdp.events import BusStatus, KeypadEntry, LockEvent
+from drivers.qr.dedup import SeenCodes
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,12 @@ class DoorFlow:
         doors: list[DoorDevices],
         settings: FlowSettings,
         card_photo_image: Callable[[bytes, str], bytes | None] | None = None,
+        eid: EidSettings | None = None,
+        eid_requests: PendingRequests | None = None,
+        link_up: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``eid`` and ``eid_requests`` enable the electronic-ID visit; ``link_up`` says
+        whether the platform link is up (that visit refuses at once without it)."""
         self._clock = clock
         self._rules = rules
         self._doors = {d.lock_id: d for d in doors}
@@ -85,6 +93,30 @@ class DoorFlow:
             history=self._pin.history,
             card_photo_image=card_photo_image,
         )
+        eid = eid or EidSettings()
+        self._seen_codes = SeenCodes(eid.code_lifetime_s)
+        self._eid: EidVisit | None = None
+        if eid_requests is not None:
+            self._eid = EidVisit(
+                grants=grants,
+                clock=clock,
+                settings=settings,
+                eid=eid,
+                opener=self._opener,
+                recorder=self.recorder,
+                history=self._pin.history,
+                faces=self._card,
+                face=face,
+                requests=eid_requests,
+                link_up=link_up,
+                count=self._count,
+            )
+        self.code_scan = CameraCodeScan(
+            [d for d in doors if d.lock_id in eid.scan_doors],
+            self.busy,
+            self.present_code,
+            eid.camera_scan_interval_s,
+        )
 
     @property
     def face_observers(self) -> list[Callable[[float], None]]:
@@ -100,7 +132,41 @@ class DoorFlow:
             self._count("busy")
             return self._done(await self._refuse(door, deny("busy", SAY_SEE_HOST), "card"))
         async with busy:
-            return self._done(await self._card.visit(door, card))
+            try:
+                return self._done(await self._card.visit(door, card))
+            except RuntimeError as exc:
+                # No worker thread could be started for the visit: the door stays locked,
+                # and the refusal is still recorded and shown (recorded in the loop).
+                self._count("busy")
+                log.error("visit could not be served", extra={"lock": lock_id, "error": str(exc)})
+                return self._done(await self._refuse(door, deny("busy", SAY_SEE_HOST), "card"))
+
+    async def present_code(self, lock_id: str, code: str, source: str) -> VisitOutcome | None:
+        """An electronic-ID code read at ``lock_id`` (``source``: ``scanner`` or ``camera``).
+
+        None when it is not acted on: the same code again within its lifetime, or a
+        code the camera sees while the door is busy (read again once it is free).
+        """
+        door, busy = self._doors[lock_id], self._busy[lock_id]
+        if busy.locked():
+            if source == "camera":
+                return None
+            self._count("busy")
+            return self._done(await self._refuse(door, deny("busy", SAY_SEE_HOST), "eid"))
+        if not self._seen_codes.first_time(code, time.monotonic()):
+            self._count("eid_repeated_code")
+            return None
+        self._count(f"eid_codes_{source}")
+        if self._eid is None:
+            return self._done(
+                await self._refuse(door, deny("eid_not_enabled", SAY_SEE_HOST), "eid")
+            )
+        async with busy:
+            return self._done(await self._eid.visit(door, code))
+
+    def busy(self, lock_id: str) -> bool:
+        """True while a visit is in progress at ``lock_id``."""
+        return self._busy[lock_id].locked()
 
     async def keypad(self, lock_id: str, digits: str) -> VisitOutcome | None:
         """Keys typed at the lock; a PIN ends with ``#`` (``*`` clears)."""

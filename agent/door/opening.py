@@ -7,10 +7,11 @@ committed opening, so the platform learns that the recorded opening did not happ
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.door.decision import Decision
 from agent.door.doors import DoorDevices, LockPort, Record, VisitOutcome, elapsed_ms
@@ -20,6 +21,7 @@ from agent.door.records import iso
 from drivers.osdp.bus import LockOffline
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # How long an unlock waits for a lock that is offline for a moment (the guest is at the door).
 UNLOCK_RETRY_S = 2.0
@@ -53,8 +55,13 @@ class DoorOpener:
     ) -> VisitOutcome:
         """Commit the opening's records, then unlock."""
         grant_id = decision.guest.grant_id if decision.guest is not None else None
-        seqs = await asyncio.to_thread(self._recorder.commit, records, checkin)
-        await self.open(door, door.unlock_seconds if seconds is None else seconds, now, grant_id)
+        seqs = await off_loop(self._recorder.commit, records, checkin)
+        opened_seq = next(
+            (s for s, (t, _) in zip(seqs, records, strict=True) if t == "door.opened"), None
+        )
+        await self.open(
+            door, door.unlock_seconds if seconds is None else seconds, now, grant_id, opened_seq
+        )
         log.info(
             "door opened",
             extra={"lock": door.lock_id, "grant_id": grant_id, "method": decision.reason},
@@ -73,8 +80,10 @@ class DoorOpener:
         method: str,
         face_result: Any = None,
         card_names: tuple[str, ...] = (),
+        detail: dict[str, Any] | None = None,
     ) -> VisitOutcome:
-        """Commit the refusal with its alerts; the denied LED."""
+        """Commit the refusal with its alerts (``detail`` joins ``access.denied``); the denied
+        LED."""
         records = self._recorder.refusal(
             door.lock_id,
             decision,
@@ -83,8 +92,9 @@ class DoorOpener:
             method=method,
             face_result=face_result,
             card_names=card_names,
+            detail=detail,
         )
-        seqs = await asyncio.to_thread(self._recorder.commit, records)
+        seqs = await off_loop(self._recorder.commit, records)
         await self.feedback(door, granted=False)
         log.info("access denied", extra={"lock": door.lock_id, "reason": decision.reason})
         return VisitOutcome(
@@ -92,11 +102,17 @@ class DoorOpener:
         )
 
     async def open(
-        self, door: DoorDevices, seconds: float, now: float, grant_id: str | None
+        self,
+        door: DoorDevices,
+        seconds: float,
+        now: float,
+        grant_id: str | None,
+        opened_seq: int | None = None,
     ) -> None:
-        """Unlock ``door`` (its opening is already recorded), then feedback and counting."""
+        """Unlock ``door`` (its opening is already recorded at ``opened_seq``), then
+        feedback and counting; the unlock intent is cleared either way."""
         if door.bus is None:
-            await asyncio.to_thread(self._unlock_failed, door, now, "no lock bus configured")
+            await off_loop(self._unlock_failed, door, now, "no lock bus configured", opened_seq)
             return
         try:
             await _unlock_with_retry(door.bus, door.address, seconds)
@@ -104,8 +120,10 @@ class DoorOpener:
             log.error(
                 "unlock failed after the record", extra={"lock": door.lock_id, "error": str(exc)}
             )
-            await asyncio.to_thread(self._unlock_failed, door, now, str(exc))
+            await off_loop(self._unlock_failed, door, now, str(exc), opened_seq)
             return
+        if opened_seq is not None:
+            await off_loop(self._recorder.unlocked, opened_seq)
         await self.feedback(door, granted=True)
         self._occupants.opened(door, seconds, grant_id)
 
@@ -114,18 +132,32 @@ class DoorOpener:
         if door.bus is None:
             return
         try:
-            await asyncio.to_thread(door.bus.feedback, door.address, granted)
+            await off_loop(door.bus.feedback, door.address, granted)
         except Exception as exc:
             log.warning(
                 "feedback failed",
                 extra={"lock": door.lock_id, "granted": granted, "error": str(exc)},
             )
 
-    def _unlock_failed(self, door: DoorDevices, now: float, error: str) -> None:
+    def _unlock_failed(
+        self, door: DoorDevices, now: float, error: str, opened_seq: int | None
+    ) -> None:
         self._count("unlock_failed")
-        self._recorder.commit(
-            [("door.unlock_failed", {"lock": door.lock_id, "at": iso(now), "error": error[:200]})]
-        )
+        self._recorder.unlock_failed(door.lock_id, iso(now), error, opened_seq)
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking ``fn`` on the loop's bounded executor; when no worker thread can be
+    started (the process is at its task limit), run it here, blocking the loop briefly:
+    a refusal is recorded and shown even then. ``fn`` never runs twice: only the
+    submission's failure falls back."""
+    loop = asyncio.get_running_loop()
+    try:
+        future = loop.run_in_executor(None, functools.partial(fn, *args))
+    except RuntimeError as exc:
+        log.error("no worker thread; running in the loop", extra={"error": str(exc)})
+        return fn(*args)
+    return await future
 
 
 async def _unlock_with_retry(bus: LockPort, address: int, seconds: float) -> None:
@@ -133,7 +165,7 @@ async def _unlock_with_retry(bus: LockPort, address: int, seconds: float) -> Non
     deadline = time.monotonic() + UNLOCK_RETRY_S
     while True:
         try:
-            await asyncio.to_thread(bus.unlock, address, seconds)
+            await off_loop(bus.unlock, address, seconds)
             return
         except LockOffline:
             if time.monotonic() >= deadline:

@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 from agent.contract.messages import format_time
+from agent.door.eidresult import EidIdentity
 from drivers.idcard.identity import Identity, Sex, mask_id_number
 
 
@@ -62,6 +63,47 @@ def checkin_verified(
         "liveness": liveness,
         "at": iso(at),
     }
+
+
+def checkin_verified_eid(
+    *,
+    lock: str,
+    room: str,
+    grant_id: str,
+    guest_id: str,
+    identity: EidIdentity,
+    live_jpeg: bytes,
+    face_distance: float,
+    face_threshold: float,
+    liveness: dict[str, Any],
+    request_id: str,
+    at: float,
+) -> dict[str, Any]:
+    """The real-name registration of one person who showed the electronic ID: the
+    identity fields from ``eid.result``, ``card_type`` ``eid``, no card photo."""
+    body: dict[str, Any] = {
+        "lock": lock,
+        "room": room,
+        "grant_id": grant_id,
+        "guest_id": guest_id,
+        "card_type": "eid",
+        "name": identity.name,
+        "sex": identity.sex.value,
+        "nation": identity.nation_code,
+        "birth": identity.birth.strftime("%Y%m%d"),
+        "id_number": identity.id_number,
+        "live_jpeg_b64": base64.b64encode(live_jpeg).decode("ascii"),
+        "face_distance": round(face_distance, 4),
+        "face_threshold": face_threshold,
+        "liveness": liveness,
+        "eid_request_id": request_id,
+        "at": iso(at),
+    }
+    if identity.address:
+        body["address"] = identity.address
+    if identity.valid_until is not None:
+        body["valid_until"] = identity.valid_until.strftime("%Y%m%d")
+    return body
 
 
 def door_opened(

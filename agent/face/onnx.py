@@ -242,6 +242,14 @@ class OnnxFaceModel:
             return det.reason
         return template_to_bytes(enc, MODEL_NAME)
 
+    def live_face(self, bgr: np.ndarray) -> bytes | Reason:
+        """A JPEG crop of the gated main face of a live frame (sent with an electronic ID
+        request, before any template is known), or why there is none."""
+        face, det, _ = self._gated(bgr, self.settings.gates, self.settings.live_max_side)
+        if face is None:
+            return det.reason
+        return face_crop_jpeg(bgr, face.box)
+
     def all_encodings(self, bgr: np.ndarray) -> list[np.ndarray]:
         """Embeddings of every face in the frame (occupant counting; no gates)."""
         return [self.embed(bgr, d) for d in self.yunet(bgr)]

@@ -92,6 +92,10 @@ class FaceModel(Protocol):
         """Compare the main face of a live frame with a template of this model."""
         ...
 
+    def live_face(self, bgr: np.ndarray) -> bytes | Reason:
+        """A JPEG crop of the gated main face of a live frame, or why there is none."""
+        ...
+
     def all_encodings(self, bgr: np.ndarray) -> list[np.ndarray]:
         """Vectors of every face in the frame (occupant counting)."""
         ...
@@ -211,6 +215,14 @@ class DlibFaceModel:
             face_jpeg=face_crop_jpeg(bgr, det.box),
             elapsed_ms=ms(),
         )
+
+    def live_face(self, bgr: np.ndarray) -> bytes | Reason:
+        """A JPEG crop of the gated main face of a live frame (sent with an electronic ID
+        request, before any template is known), or why there is none."""
+        det = self.detect(bgr)
+        if not det.usable or det.box is None:
+            return det.reason
+        return face_crop_jpeg(bgr, det.box)
 
     def all_encodings(self, bgr: np.ndarray) -> list[np.ndarray]:
         """Descriptors of every face in the frame (occupant counting; no gates)."""

@@ -97,6 +97,8 @@ def _serve(conn: Connection, settings: FaceSettings, test_hooks: bool) -> None:
                 value = engine.all_encodings(*args)
             elif op == "pad_score" and pad is not None:
                 value = pad(args)[0].live
+            elif op == "live_face":
+                value = engine.live_face(*args)
             elif op == "liveness":
                 value = _liveness(settings, pad, blink, args[0])
             elif op == "stall" and test_hooks:
@@ -385,6 +387,14 @@ class FaceWorker:
         if isinstance(out, _Failed):
             return None
         assert isinstance(out, list)
+        return out
+
+    def live_face(self, frame: np.ndarray, timeout: float | None = None) -> bytes | Reason:
+        """A JPEG crop of the main face in a live frame, or why there is none."""
+        out = self._call("live_face", (frame,), timeout)
+        if isinstance(out, _Failed):
+            return out.reason
+        assert isinstance(out, bytes | Reason)
         return out
 
     def liveness(

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.contract.keys import PlatformKeys
+from agent.contract.limits import SYNC_PART_MAX_AGE_S
 from agent.contract.messages import Command, parse_time
 from agent.contract.seal import SealError, verify_jws
 from agent.grants.model import GrantPolicy, VerifiedGuest
@@ -39,6 +40,14 @@ log = logging.getLogger(__name__)
 
 _ID_CONTEXT = "guest-id-number"
 _PIN_CONTEXT = "grant-pin"
+
+
+class SyncPartRejected(Exception):
+    """A ``grant.sync`` part that cannot be kept; ``code`` is the ack's reason code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class GrantIntegrityError(Exception):
@@ -74,14 +83,131 @@ class GrantStore:
         elif command.type == "grant.revoke":
             conn.execute("DELETE FROM grants WHERE grant_id = ?", (command.body["grant_id"],))
         elif command.type == "grant.sync":
-            conn.execute("DELETE FROM grants")
-            if command.body["grants"]:
-                self._store_signed(conn, command)
-                for grant in command.body["grants"]:
-                    self._put(conn, command.id, grant, now)
+            if int(command.body.get("parts", 1)) == 1:
+                conn.execute("DELETE FROM grants")
+                if command.body["grants"]:
+                    self._store_signed(conn, command)
+                    for grant in command.body["grants"]:
+                        self._put(conn, command.id, grant, now)
+            else:
+                self._sync_part(conn, command, now)
         else:
             raise ValueError(f"not a grant command: {command.type}")
         _delete_unreferenced(conn)
+
+    def _sync_part(self, conn: sqlite3.Connection, command: Command, now: float) -> None:
+        """Keep one part of a ``grant.sync`` in parts; with the last one, replace the set.
+
+        Contract section 5: parts of one ``sync_id`` wait at most
+        :data:`SYNC_PART_MAX_AGE_S` after the first; a new ``sync_id`` discards an
+        incomplete older one; the union replaces every grant in this transaction.
+        """
+        sync_id, part, parts = (
+            str(command.body["sync_id"]),
+            int(command.body["part"]),
+            int(command.body["parts"]),
+        )
+        conn.execute(
+            "UPDATE grant_syncs SET state = 'expired' WHERE state = 'open' AND first_at < ?",
+            (now - SYNC_PART_MAX_AGE_S,),
+        )
+        conn.execute(
+            "DELETE FROM grant_syncs WHERE state != 'open' AND first_at < ?", (now - 86_400,)
+        )
+        row = conn.execute(
+            "SELECT state, parts FROM grant_syncs WHERE sync_id = ?", (sync_id,)
+        ).fetchone()
+        if row is None:
+            superseded = conn.execute(
+                "UPDATE grant_syncs SET state = 'superseded' WHERE state = 'open'"
+            ).rowcount
+            if superseded:
+                log.warning(
+                    "incomplete grant.sync discarded by a newer one", extra={"sync_id": sync_id}
+                )
+            conn.execute(
+                "INSERT INTO grant_syncs (sync_id, parts, first_at, state)"
+                " VALUES (?, ?, ?, 'open')",
+                (sync_id, parts, now),
+            )
+        elif row[0] != "open":
+            code = {"applied": "sync_complete", "superseded": "sync_superseded"}.get(
+                row[0], "sync_expired"
+            )
+            raise SyncPartRejected(code, f"grant.sync {sync_id}: {row[0]}, part {part} not kept")
+        elif int(row[1]) != parts:
+            raise SyncPartRejected(
+                "invalid_body",
+                f"grant.sync {sync_id}: body.parts is {parts}, the first part said {row[1]}",
+            )
+        conn.execute(
+            "DELETE FROM grant_sync_parts WHERE sync_id IN"
+            " (SELECT sync_id FROM grant_syncs WHERE state != 'open')"
+        )
+        if conn.execute(
+            "SELECT 1 FROM grant_sync_parts WHERE sync_id = ? AND part = ?", (sync_id, part)
+        ).fetchone():
+            raise SyncPartRejected(
+                "invalid_body", f"grant.sync {sync_id}: part {part} arrived twice"
+            )
+        sealed = self._box.seal(command.jws_compact.encode("ascii"), f"grant-jws:{command.id}")
+        conn.execute(
+            "INSERT INTO grant_sync_parts (sync_id, part, cmd_id, jws_sealed) VALUES (?, ?, ?, ?)",
+            (sync_id, part, command.id, sealed),
+        )
+        stored = conn.execute(
+            "SELECT part, cmd_id, jws_sealed FROM grant_sync_parts WHERE sync_id = ? ORDER BY part",
+            (sync_id,),
+        ).fetchall()
+        if len(stored) < parts:
+            log.info(
+                "grant.sync part kept", extra={"sync_id": sync_id, "part": part, "parts": parts}
+            )
+            return
+        union: list[tuple[str, bytes, list[dict[str, Any]]]] = []
+        seen: set[str] = set()
+        for n, cmd_id, part_sealed in stored:
+            grants = (
+                command.body["grants"]
+                if cmd_id == command.id
+                else self._part_grants(cmd_id, part_sealed)
+            )
+            for grant in grants:
+                if grant["grant_id"] in seen:
+                    raise SyncPartRejected(
+                        "invalid_body",
+                        f"grant.sync {sync_id}: grant {grant['grant_id']} is in two parts"
+                        f" (again in part {n})",
+                    )
+                seen.add(grant["grant_id"])
+            union.append((cmd_id, part_sealed, grants))
+        conn.execute("DELETE FROM grants")
+        for cmd_id, part_sealed, grants in union:
+            if not grants:
+                continue
+            conn.execute(
+                "INSERT INTO grants_signed (cmd_id, cmd_type, jws_sealed, received_at)"
+                " VALUES (?, 'grant.sync', ?, datetime('now'))",
+                (cmd_id, part_sealed),
+            )
+            for grant in grants:
+                self._put(conn, cmd_id, grant, now)
+        conn.execute("UPDATE grant_syncs SET state = 'applied' WHERE sync_id = ?", (sync_id,))
+        conn.execute("DELETE FROM grant_sync_parts WHERE sync_id = ?", (sync_id,))
+        log.info(
+            "grant.sync applied", extra={"sync_id": sync_id, "parts": parts, "grants": len(seen)}
+        )
+
+    def _part_grants(self, cmd_id: str, sealed: bytes) -> list[dict[str, Any]]:
+        """The grants of a kept part, from its signed text (verified again)."""
+        try:
+            jws_text = self._box.open(sealed, f"grant-jws:{cmd_id}").decode("ascii")
+            envelope, _kid = verify_jws(jws_text, self._keys.verify)
+        except (SecretBoxError, SealError, UnicodeDecodeError):
+            raise SyncPartRejected(
+                "sync_part_unreadable", f"a kept part ({cmd_id}) no longer verifies"
+            ) from None
+        return list(envelope.get("body", {}).get("grants", []))
 
     def _store_signed(self, conn: sqlite3.Connection, command: Command) -> None:
         sealed = self._box.seal(command.jws_compact.encode("ascii"), f"grant-jws:{command.id}")

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from agent import __version__
 from agent.config.schema import Config
@@ -22,6 +23,7 @@ from agent.runtime.gateway import Gateway, Part, build_gateway
 from agent.runtime.health import Heartbeats
 from agent.runtime.metrics import Metrics, start_metrics
 from agent.runtime.sdnotify import Notifier, watchdog_interval_s
+from agent.runtime.sizing import building_budget
 from agent.state.incidents import mark_reported, unreported_incidents
 from agent.state.store import Store
 
@@ -59,12 +61,21 @@ class Daemon:
 
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
+        # Door work runs on one bounded executor sized from the building, never a thread
+        # per task (the unit's TasksMax comes from the same sizing).
+        budget = building_budget(self.config)
+        loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=budget.door_workers, thread_name_prefix="door")
+        )
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         self._open_store()
         assert self.store is not None
         self.gateway = build_gateway(self.config, self.store, loop)
+        # Openings recorded by a process that died before unlocking are answered first.
+        gw = self.gateway
+        await asyncio.to_thread(gw.flow.recorder.fail_interrupted, gw.clock.now())
         started: list[Part] = []
         metrics: Metrics | None = None
         try:
@@ -183,6 +194,8 @@ class Daemon:
         await asyncio.to_thread(self._report_incidents_now, gw)
 
     def _report_incidents_now(self, gw: Gateway) -> None:
+        if gw.reserve is not None:
+            gw.reserve.ensure()  # space back after a full disk: the reserve is taken again
         with gw.store.write() as conn:
             incidents = unreported_incidents(conn)
             for incident in incidents:

@@ -29,11 +29,13 @@ from agent.devices.wlt import decode_card_photo, decoder_from_settings
 from agent.door.alerts import AlertPolicy, AlertRules
 from agent.door.decision import SitePolicy
 from agent.door.doors import DoorDevices, FlowSettings, VisitOutcome
+from agent.door.eid import EidSettings, PendingRequests, SerializedCamera
 from agent.door.flow import DoorFlow
 from agent.face import FaceWorker
 from agent.grants.store import GrantStore
 from agent.runtime.inbox import DeviceInbox
 from agent.state.clock import ClockGuard
+from agent.state.reserve import DiskReserve
 from agent.state.secretbox import SecretBox
 from agent.state.store import Store
 from agent.sync.applier import GatewayApplier
@@ -44,6 +46,7 @@ from agent.sync.outbox import Outbox
 from drivers.camera.sources import FrameSource
 from drivers.idcard.reader import IdCardReader, ReaderStatus
 from drivers.osdp.bus import LockSpec, OsdpBus
+from drivers.qr.scanner import QrScanner, ScannerStatus
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,9 @@ class Gateway:
     face: FaceWorker | None
     inbox: DeviceInbox
     journal: Journal
+    eid_requests: PendingRequests
+    reserve: DiskReserve | None = None
+    scanners: dict[str, QrScanner] = field(default_factory=dict)
     parts: list[Part] = field(default_factory=list)
     reader_status: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
@@ -147,8 +153,26 @@ class Gateway:
                 "system_ahead_s": round(clock.ahead_s, 1),
                 "last_contact": clock.last_contact,
             },
-            "disk": {"free_bytes": disk.free, "total_bytes": disk.total},
+            "disk": {
+                "free_bytes": disk.free,
+                "total_bytes": disk.total,
+                # The reserve was released for a write that found the disk full and
+                # could not be taken back yet: the disk is (still) full.
+                "full": self.reserve is not None and not self.reserve.held,
+            },
             "doors": self.flow.counters,
+            "eid": {
+                "waiting": self.eid_requests.waiting,
+                **{f"results_{k}": v for k, v in self.eid_requests.counters.items()},
+                "commands": {k: v for k, v in self.processor.counters.items() if "eid" in k},
+                "scanners": {
+                    door: {"state": s.state.value, **s.decoder.counters, **s.counters}
+                    for door, s in self.scanners.items()
+                },
+                "camera_codes_refused": {
+                    door: d.counters["refused"] for door, d in self.flow.code_scan.decoders.items()
+                },
+            },
         }
 
 
@@ -175,7 +199,14 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
     rules = AlertRules(AlertPolicy(**alerts.model_dump()))
     inbox = DeviceInbox(loop)
     buses = _buses(config, state_dir, inbox)
-    cameras = {d.id: open_camera(parse_camera_spec(d.camera)) for d in config.doors if d.camera}
+    cameras: dict[str, FrameSource] = {
+        d.id: open_camera(parse_camera_spec(d.camera)) for d in config.doors if d.camera
+    }
+    for door in config.doors:
+        if door.qr_camera and door.id in cameras:
+            # Read by the code scan and the face check: one read at a time.
+            cameras[door.id] = SerializedCamera(cameras[door.id])
+    eid_requests = PendingRequests(loop)
     face = _face_worker(config) if cameras else None
     decoder = decoder_from_settings(
         config.readers.wlt_decoder, config.readers.wlt_command, config.readers.wlt_library
@@ -188,6 +219,8 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         ok, png = cv2.imencode(".png", image)
         return png.tobytes() if ok else None
 
+    reserve = DiskReserve(state_dir)
+    reserve.ensure()
     flow = DoorFlow(
         store=store,
         outbox=outbox,
@@ -221,7 +254,18 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         ),
         # The chip's photo is a reference only where the site trusts its reader line.
         card_photo_image=card_photo_image if config.face.card_photo_reference else None,
+        eid=EidSettings(
+            answer_timeout_s=config.eid.answer_timeout_s,
+            code_lifetime_s=config.eid.code_lifetime_s,
+            face_wait_s=config.eid.face_wait_s,
+            camera_scan_interval_s=config.eid.camera_scan_interval_ms / 1000,
+            scan_doors=frozenset(d.id for d in config.doors if d.qr_camera),
+        ),
+        eid_requests=eid_requests,
+        # The link is built below (it needs the processor, which needs the flow).
+        link_up=lambda: link.connected,
     )
+    flow.recorder.reserve = reserve
 
     def request_unlock(lock: str, seconds: float, reason: str) -> None:
         asyncio.run_coroutine_threadsafe(flow.remote_unlock(lock, seconds, reason), loop)
@@ -236,6 +280,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         applier,
         max_payload_bytes=config.link.max_payload_bytes,
         on_verified=lambda ts: clock.observe_trusted(ts),
+        on_eid_result=lambda command: eid_requests.deliver(command.body),
     )
     link = Link(
         LinkSettings.from_config(config.link),
@@ -249,6 +294,7 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
     readers = {
         d.id: _reader(d, config, inbox, reader_status) for d in config.doors if d.reader_port
     }
+    scanners = {d.id: _qr_scanner(d, inbox) for d in config.doors if d.qr_port}
     gateway = Gateway(
         config=config,
         store=store,
@@ -266,6 +312,9 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         inbox=inbox,
         journal=journal,
         reader_status=reader_status,
+        reserve=reserve,
+        eid_requests=eid_requests,
+        scanners=scanners,
     )
     flow.outcome_observers.append(gateway.remember_outcome)
     gateway.parts = _parts(gateway)
@@ -290,12 +339,23 @@ def _parts(gw: Gateway) -> list[Part]:
                 _is_running(reader),
             )
         )
+    for door, scanner in gw.scanners.items():
+        parts.append(
+            Part(
+                f"qr:{door}",
+                scanner.start,
+                functools.partial(scanner.stop, 3.0),
+                _is_running(scanner),
+            )
+        )
+    scan = gw.flow.code_scan
+    parts.append(Part("eid-camera-scan", scan.start, scan.stop, lambda: scan.running))
     for door, camera in gw.cameras.items():
         parts.append(Part(f"camera:{door}", lambda: None, camera.close))
     return parts
 
 
-def _is_running(part: OsdpBus | IdCardReader) -> Callable[[], bool]:
+def _is_running(part: OsdpBus | IdCardReader | QrScanner) -> Callable[[], bool]:
     return lambda: part.running
 
 
@@ -349,6 +409,23 @@ def _reader(
         on_status,
         baud=door.reader_baudrate,
         poll_interval=config.readers.poll_interval_ms / 1000,
+    )
+
+
+def _qr_scanner(door: DoorSection, inbox: DeviceInbox) -> QrScanner:
+    assert door.qr_port is not None
+
+    def on_status(status: ScannerStatus) -> None:
+        log.info(
+            "QR scanner status",
+            extra={"door": door.id, "state": status.state.value, "detail": status.detail},
+        )
+
+    return QrScanner(
+        door.qr_port,
+        functools.partial(inbox.code, door.id, "scanner"),
+        on_status,
+        baud=door.qr_baudrate,
     )
 
 

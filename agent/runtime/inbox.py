@@ -35,6 +35,10 @@ class DeviceInbox:
         """From a reader thread: a card read at ``lock_id``'s reader."""
         self._put(lambda flow: flow.present_card(lock_id, card))
 
+    def code(self, lock_id: str, source: str, code: str) -> None:
+        """From a QR scanner thread (or a camera scan): an electronic-ID code at ``lock_id``."""
+        self._put(lambda flow: flow.present_code(lock_id, code, source))
+
     def _put(self, job: Callable[[DoorFlow], Awaitable[object]]) -> None:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, job)
 

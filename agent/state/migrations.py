@@ -144,6 +144,84 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(
         5,
+        "reserved",
+        """
+        -- Reserved for a migration of a parallel branch (trusted time); the lead
+        -- renumbers at merge. Intentionally empty.
+        """,
+    ),
+    Migration(
+        6,
+        "grant sync parts, outbox gaps, unlock intents",
+        """
+        -- grant.sync in parts (contract section 5, revision 1.1): the parts of one
+        -- sync_id wait here, their signed command text sealed like grants_signed,
+        -- until every part has arrived; then the grant set is replaced in one
+        -- transaction. grant_syncs remembers each sync_id's fate so that a late
+        -- part of a finished, superseded or expired sync is refused.
+        CREATE TABLE grant_syncs (
+            sync_id TEXT PRIMARY KEY,
+            parts INTEGER NOT NULL,
+            first_at REAL NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('open', 'applied', 'superseded', 'expired'))
+        );
+        CREATE TABLE grant_sync_parts (
+            sync_id TEXT NOT NULL REFERENCES grant_syncs (sync_id) ON DELETE CASCADE,
+            part INTEGER NOT NULL,
+            cmd_id TEXT NOT NULL,
+            jws_sealed BLOB NOT NULL,
+            PRIMARY KEY (sync_id, part)
+        );
+        -- seq ranges that will never be sent from this database (agent/outbox.py):
+        -- numbers a lost or moved-aside database used. Declared to the platform in
+        -- an outbox.dropped event (declared_at set) once salvage had its chance.
+        CREATE TABLE outbox_gaps (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            first INTEGER NOT NULL,
+            last INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            noticed_at REAL NOT NULL,
+            declared_at REAL
+        );
+        -- Unlock intents (agent/door/recorder.py): one per committed door.opened, in
+        -- its transaction, keyed by its seq; cleared when the lock confirms the
+        -- unlock or door.unlock_failed is recorded. Any row found at start is an
+        -- opening that was recorded but never carried out (the process died between
+        -- record and unlock): reported as door.unlock_failed, reason gateway_restart.
+        CREATE TABLE unlock_intents (
+            seq INTEGER PRIMARY KEY,
+            lock TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        """,
+    ),
+    Migration(
+        7,
+        "outbox requests",
+        """
+        -- Contract 1.1 section 6: gateway requests (eid.verify) on P/req, kind 'req',
+        -- published before everything else. SQLite cannot change a CHECK in place:
+        -- the table is rebuilt with its rows.
+        CREATE TABLE outbox_new (
+            seq INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('req', 'evt', 'alert', 'ack')),
+            type TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            sealed TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            droppable INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO outbox_new SELECT seq, kind, type, priority, sealed, size, created_at,
+            droppable FROM outbox;
+        DROP TABLE outbox;
+        ALTER TABLE outbox_new RENAME TO outbox;
+        CREATE INDEX outbox_by_priority ON outbox (priority, seq);
+        CREATE INDEX outbox_droppable ON outbox (seq) WHERE droppable = 1;
+        """,
+    ),
+    Migration(
+        8,
         "face template model",
         """
         -- Which face model made each template (NULL: made before models were named, dlib).

@@ -35,7 +35,9 @@ class SeqReservation:
     def floor_for(self, last_seq: int) -> int | None:
         """Where the counter must resume when the database's ``last_seq`` is below what may
         have been used (a lost or older database); None when ``last_seq`` is plausible."""
-        if self.reserved > 0 and last_seq <= self.reserved - BLOCK:
+        # ensure(seq) wrote seq + BLOCK before seq was committed: a database that holds
+        # seq (last_seq == reserved - BLOCK) is current, not lost.
+        if self.reserved > 0 and last_seq < self.reserved - BLOCK:
             return self.reserved
         return None
 

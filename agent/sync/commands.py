@@ -7,14 +7,26 @@ recorded, the applier's database changes are made and the ``ack`` is enqueued
 in ONE transaction, so a crash either applies and answers a command or does
 neither; a redelivery after the crash is then caught as a replay.
 
-Answering: a command whose signature verified is answered (``ok`` or
-``rejected`` with an error) when its ``id`` is a UUID — we answer authenticated
-messages only. A message that does not open or verify (garbage, tampering, an
-unknown key, oversized) is never answered: its ``id`` could be forged, and
-answering unauthenticated input would let anyone on the broker fill our
-outbox. Those are counted and logged. A replayed ``id`` is answered once
-(``rejected``, "replay"); further copies are only counted. ``sync.ack`` is
-never answered and, being idempotent, is not recorded for replay.
+Answering (contract section 3, revision 1.1): a command whose signature
+verified is answered (``ok``, or ``rejected`` with an ``error`` that starts
+with a reason code: ``invalid_body``, ``wrong_gw``, ``expired``,
+``replayed``, ``too_large``, and the appliers' codes such as
+``photo_too_large`` or ``unknown_lock``) when its ``id`` is a UUID — we
+answer authenticated messages only. A message that does not open or verify
+(garbage, tampering, an unknown key) is never answered: its ``id`` could be
+forged, and answering unauthenticated input would let anyone on the broker
+fill our outbox. Those are counted and logged. A message over the payload
+limit that still reached us (the broker forwards up to the announced packet
+size) is opened with the packet limit so that its signature can be checked,
+then answered ``too_large`` without being acted on. A replayed ``id`` is
+answered once (``rejected``, ``replayed``); further copies are only counted.
+``sync.ack`` is never answered and, being idempotent, is not recorded for
+replay.
+
+``eid.result`` (contract section 6) goes through every check of a command and
+is recorded for replay, but is never answered with an ``ack``, not even when
+dropped; a verified one is handed to ``on_eid_result``, which matches it to a
+request still waiting (or ignores it) and says which, for the counters.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.contract.keys import GatewayKeys, PlatformKeys
+from agent.contract.limits import PACKET_MARGIN_BYTES
 from agent.contract.messages import (
     Command,
     CommandRejected,
@@ -81,6 +94,7 @@ class CommandProcessor:
         max_payload_bytes: int = 1_048_576,
         now: Callable[[], dt.datetime] = utc_now,
         on_verified: Callable[[float], None] | None = None,
+        on_eid_result: Callable[[Command], str] | None = None,
     ) -> None:
         """``on_verified(ts)`` gets the ``ts`` (epoch seconds) of every command whose
         signature and envelope check out, before exp/replay checks (a clock guard can
@@ -94,6 +108,7 @@ class CommandProcessor:
         self._max = max_payload_bytes
         self._now = now
         self._on_verified = on_verified
+        self._on_eid_result = on_eid_result
         self.counters: dict[str, int] = {"received": 0, "applied": 0, "synced": 0}
         self.last_sync_at: str | None = None
 
@@ -102,19 +117,33 @@ class CommandProcessor:
         self.counters["received"] += 1
         try:
             opened = open_sealed(
-                payload, self._gw_keys.decryption, self._pf_keys.verify, max_bytes=self._max
+                payload,
+                self._gw_keys.decryption,
+                self._pf_keys.verify,
+                max_bytes=self._max + PACKET_MARGIN_BYTES,
             )
         except SealError as exc:
             return self._drop(exc.reason, str(exc))
         env = opened.body
         cmd_id = env.get("id")
+        if len(payload) > self._max:
+            detail = f"sealed command is {len(payload)} bytes, limit {self._max}"
+            if env.get("type") == "eid.result":  # never answered (contract section 6)
+                return self._drop("eid_too_large", detail)
+            if not _answerable(cmd_id):
+                return self._drop("oversized", detail)
+            assert isinstance(cmd_id, str)
+            return self._reject_unrecorded(cmd_id, "too_large", detail, env)
         try:
             validate_command(env, self._gw)
         except MessageError as exc:
+            if env.get("type") == "eid.result":
+                reason = "wrong_gw" if exc.field == "gw" else "invalid"
+                return self._drop(f"eid_{reason}", str(exc))
             if not _answerable(cmd_id):
                 return self._drop("invalid", str(exc))
             assert isinstance(cmd_id, str)
-            reason = "wrong_gw" if exc.field == "gw" else "invalid"
+            reason = "wrong_gw" if exc.field == "gw" else "invalid_body"
             return self._reject_unrecorded(cmd_id, reason, str(exc), env)
         assert isinstance(cmd_id, str)
         if self._on_verified is not None:
@@ -134,6 +163,8 @@ class CommandProcessor:
         now = self._now()
         if command.type == "sync.ack":
             return self._sync_ack(command, now)
+        if command.type == "eid.result":
+            return self._eid_result(command, now)
         return self._execute(command, now)
 
     def prune(self) -> int:
@@ -157,6 +188,29 @@ class CommandProcessor:
         log.debug("sync.ack", extra={"through_seq": through, "released": released})
         return CommandOutcome("synced", cmd_id=command.id)
 
+    def _eid_result(self, command: Command, now: dt.datetime) -> CommandOutcome:
+        if command.exp <= now:
+            return self._drop("eid_expired", "eid.result past its exp")
+        with self._store.write() as conn:
+            seen = conn.execute(
+                "SELECT 1 FROM link_commands WHERE id = ?", (command.id,)
+            ).fetchone()
+            if seen is None:
+                self._record(conn, command, now, "ok")
+        if seen is not None:
+            return self._drop("eid_replayed", "eid.result id already received")
+        if self._on_eid_result is None:
+            return self._drop("eid_unwired", "no electronic ID check-in at this gateway")
+        try:
+            matched = self._on_eid_result(command)
+        except Exception:
+            log.exception("eid.result handling failed", extra={"cmd_id": command.id})
+            matched = "error"
+        self._count(f"eid_{matched}")
+        return CommandOutcome(
+            "ok" if matched == "matched" else "dropped", f"eid_{matched}", command.id
+        )
+
     def _execute(self, command: Command, now: dt.datetime) -> CommandOutcome:
         post: Callable[[], None] | None = None
         with self._store.write() as conn:
@@ -165,16 +219,16 @@ class CommandProcessor:
             ).fetchone()
             if row is not None:
                 if row[0]:
-                    self._count("rejected_replay")
+                    self._count("rejected_replayed")
                     log.warning(
                         "command replayed again", extra={"cmd_id": command.id, "type": command.type}
                     )
-                    return CommandOutcome("dropped", "replay", command.id)
+                    return CommandOutcome("dropped", "replayed", command.id)
                 conn.execute(
                     "UPDATE link_commands SET replay_acked = 1 WHERE id = ?", (command.id,)
                 )
-                self._ack(conn, command.id, "replay: command id already executed")
-                status, reason = "rejected", "replay"
+                self._ack(conn, command.id, "replayed: command id already executed")
+                status, reason = "rejected", "replayed"
             elif command.exp <= now:
                 status, reason = "rejected", "expired"
                 self._record(conn, command, now, "rejected")
@@ -188,7 +242,7 @@ class CommandProcessor:
                     conn.execute("RELEASE apply")
                     self._record(conn, command, now, "rejected")
                     self._ack(conn, command.id, str(exc))
-                    status, reason = "rejected", "refused"
+                    status, reason = "rejected", exc.code
                 else:
                     conn.execute("RELEASE apply")
                     self._record(conn, command, now, "ok")
@@ -227,7 +281,9 @@ class CommandProcessor:
                 " VALUES (?, ?, ?, ?, 'rejected', 1)",
                 (cmd_id, str(env.get("type"))[:64], exp, time.time()),
             )
-            self._ack(conn, cmd_id, error)
+            self._ack(
+                conn, cmd_id, error if error.startswith(f"{reason}: ") else f"{reason}: {error}"
+            )
         self._outbox.notify()
         return CommandOutcome("rejected", reason, cmd_id)
 

@@ -14,9 +14,9 @@ TCP where configured.
 
 Delivery: at most ``inflight_window`` sealed messages are published and not yet
 PUBACKed (never more than the broker's Receive Maximum). Publish order is
-alerts, then acks, then events, each by seq. PUBACK is not delivery: a message
-leaves the outbox only on ``sync.ack``. Everything not covered is published
-again after every (re)connect, and when ``sync.ack`` made no progress for
+requests (``P/req``), then alerts, then acks, then events, each by seq. PUBACK
+is not delivery: a message leaves the outbox only on ``sync.ack``. Everything
+not covered is published again after every (re)connect, and when ``sync.ack`` made no progress for
 ``retry_after_s`` while messages were out. A PUBACK with a failure reason code
 is counted and the message is published again at the next retry.
 """
@@ -43,6 +43,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential_jitter
 
+from agent.contract.limits import PACKET_MARGIN_BYTES
 from agent.contract.messages import format_time, utc_now
 from agent.sync.outbox import Outbox
 
@@ -116,6 +117,7 @@ class Link:
         self._last_acked = outbox.acked_through
         self._need_rewind = False
         self._next_health = 0.0
+        self._next_gap_check = 0.0
         self.counters: dict[str, int] = {
             "connects": 0,
             "connect_failures": 0,
@@ -247,7 +249,11 @@ class Link:
             CallbackAPIVersion.VERSION2, client_id=f"gw-{self._gw}", protocol=mqtt.MQTTv5
         )
         client.max_inflight_messages_set(self._s.inflight_window)
-        offline = json.dumps({"state": "offline", "version": self._version, "ts": None})
+        # The will's ts is the time of the connection that registers it (contract
+        # section 2): a client, and so a will, is made for every connection attempt.
+        offline = json.dumps(
+            {"state": "offline", "version": self._version, "ts": format_time(utc_now())}
+        )
         client.will_set(f"{self._prefix}/status", offline, qos=1, retain=True)
         if self._s.transport == "tls":
             ctx = ssl.create_default_context(
@@ -269,9 +275,10 @@ class Link:
     def _connect(self, client: mqtt.Client) -> None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self._s.session_expiry_s
-        # Larger packets than this are dropped by the broker before they reach us;
-        # those between max_payload_bytes and the margin reach us and are counted.
-        props.MaximumPacketSize = self._s.max_payload_bytes + 65_536
+        # Contract section 5: the payload limit plus 4 KiB for header, topic and
+        # properties. The broker drops larger packets before they reach us; those
+        # between the payload limit and this reach us and are answered too_large.
+        props.MaximumPacketSize = self._s.max_payload_bytes + PACKET_MARGIN_BYTES
         self._session_ok = False
         try:
             client.connect(
@@ -420,6 +427,12 @@ class Link:
                 self._rewind("no sync.ack progress")
             elif self._need_rewind:
                 self._rewind("broker refused publishes")
+        if now >= self._next_gap_check:
+            self._next_gap_check = now + 60.0
+            try:
+                self._outbox.declare_due_gaps()  # a lost database's range, once salvage had time
+            except Exception:
+                log.exception("declaring seq gaps failed")
         if now >= self._next_health:
             self._next_health = now + self._s.health_interval_s
             try:

@@ -17,6 +17,15 @@ outbox grows past the bound (it is a soft bound for them; the disk is the hard
 one) and a droppable newcomer is refused instead (no seq is used). When the
 outbox reaches ``warn_ratio`` of the bound, one ``alert.outbox_near_full`` goes
 out; it is re-armed when the outbox falls below 90 % of that level.
+
+Gaps: seq values that will never be sent are announced in the same
+``outbox.dropped`` event, with a ``reason``: ``outbox_bound`` for the drops
+above, ``database_lost`` for the numbers a lost or moved-aside database used
+(the counter resumed above the reservation, :mod:`agent.state.seqfloor`). Such a gap
+is kept pending for ``gap_grace_s`` so that ``lockgw outbox salvage`` can put
+the old database's unacknowledged records back with their original seq
+(:meth:`Outbox.insert_salvaged`); what is still missing is then declared, and
+the platform can acknowledge past it.
 """
 
 from __future__ import annotations
@@ -45,12 +54,14 @@ from agent.state.store import Store
 
 log = logging.getLogger(__name__)
 
-PRIORITY = {"alert": 0, "ack": 1, "evt": 2}
+# Requests (a person waits at the door) go before alerts, alerts before acks and events.
+PRIORITY = {"req": -1, "alert": 0, "ack": 1, "evt": 2}
 DEFAULT_DROPPABLE = frozenset({"door.state", "lock.status"})
 _ROW_OVERHEAD = 64  # bytes of bookkeeping per row, counted against the bound
 _DROP_TARGET = 0.95
 _REARM = 0.9
 _RANGES_PER_NOTICE = 2000  # keeps one notice far below the message size limit
+GAP_GRACE_S = 3600.0  # how long a lost database's range waits for a salvage
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,16 @@ class OutboxItem:
     type: str
     priority: int
     sealed: str
+
+
+@dataclass(frozen=True)
+class SalvagedRow:
+    """A sealed record read back from a lost database (its seq is inside the sealed text)."""
+
+    seq: int
+    type: str
+    sealed: str
+    created_at: float
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,7 @@ class Outbox:
         droppable_types: Iterable[str] = DEFAULT_DROPPABLE,
         max_message_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
+        gap_grace_s: float = GAP_GRACE_S,
     ) -> None:
         self._store = store
         self._gw = gateway_id
@@ -100,6 +122,7 @@ class Outbox:
         self._droppable = frozenset(droppable_types)
         self._max_message_bytes = max_message_bytes
         self._clock = clock
+        self._gap_grace_s = gap_grace_s
         self._listeners: list[Callable[[], None]] = []
         self._record_observers: list[Callable[[int | None, str, dict[str, Any]], None]] = []
         self._lock = threading.Lock()
@@ -127,10 +150,16 @@ class Outbox:
                     "from this database)",
                     format_time(utc_now()),
                 )
+                conn.execute(
+                    "INSERT INTO outbox_gaps (first, last, reason, noticed_at)"
+                    " VALUES (?, ?, 'database_lost', ?)",
+                    (last_seq + 1, floor, self._clock()),
+                )
                 log.error(
                     "outbox counter below numbers already used; resumed above them",
                     extra={"last_seq": last_seq, "resumed_after": floor},
                 )
+        self.declare_due_gaps()
 
     # -- writing -------------------------------------------------------------
 
@@ -241,9 +270,111 @@ class Outbox:
                 "seqs": chunk,
                 "count": sum(b - a + 1 for a, b in chunk),
                 "types": chunk_types,
+                "reason": "outbox_bound",
             }
             self.enqueue_in(conn, "outbox.dropped", notice)
         return True
+
+    # -- gaps ------------------------------------------------------------------
+
+    def pending_gaps(self) -> list[tuple[int, int]]:
+        """Inclusive seq ranges lost with a database and not yet declared."""
+        with self._store.read() as conn:
+            return [
+                (int(a), int(b))
+                for a, b in conn.execute(
+                    "SELECT first, last FROM outbox_gaps WHERE declared_at IS NULL ORDER BY first"
+                )
+            ]
+
+    def declare_due_gaps(self, *, force: bool = False) -> int:
+        """Announce pending gaps older than ``gap_grace_s`` (all with ``force``) in
+        ``outbox.dropped``, minus the seqs salvaged into the outbox; how many seqs."""
+        now = self._clock()
+        declared = 0
+        with self._store.write() as conn:
+            rows = conn.execute(
+                "SELECT id, first, last, reason FROM outbox_gaps"
+                " WHERE declared_at IS NULL AND (? OR noticed_at <= ?) ORDER BY first",
+                (int(force), now - self._gap_grace_s),
+            ).fetchall()
+            for gap_id, first, last, reason in rows:
+                present = [
+                    int(r[0])
+                    for r in conn.execute(
+                        "SELECT seq FROM outbox WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                        (first, last),
+                    )
+                ]
+                missing = _complement(int(first), int(last), present)
+                for start in range(0, len(missing), _RANGES_PER_NOTICE):
+                    chunk = missing[start : start + _RANGES_PER_NOTICE]
+                    count = sum(b - a + 1 for a, b in chunk)
+                    declared += count
+                    self.enqueue_in(
+                        conn,
+                        "outbox.dropped",
+                        {
+                            "at": format_time(utc_now()),
+                            "seqs": chunk,
+                            "count": count,
+                            "types": {},
+                            "reason": str(reason),
+                        },
+                    )
+                conn.execute("UPDATE outbox_gaps SET declared_at = ? WHERE id = ?", (now, gap_id))
+        if rows:
+            log.warning(
+                "seq ranges declared lost to the platform",
+                extra={"gaps": len(rows), "seqs": declared, "salvage_window_passed": not force},
+            )
+            self.notify()
+        return declared
+
+    def insert_salvaged(self, rows: Iterable[SalvagedRow], acked_through: int = 0) -> int:
+        """Put records of a lost database back, with their original seq and sealed text.
+
+        Only seqs inside a pending gap and not already here are taken (a record is
+        never sent twice, and never after its range was declared lost); how many.
+        ``acked_through`` is the lost database's: the platform has every seq up to
+        it, so pending gaps start above it.
+        """
+        taken = 0
+        with self._store.write() as conn:
+            conn.execute(
+                "UPDATE outbox_gaps SET first = ? WHERE declared_at IS NULL AND first <= ?"
+                " AND last > ?",
+                (acked_through + 1, acked_through, acked_through),
+            )
+            gaps = conn.execute(
+                "SELECT first, last FROM outbox_gaps WHERE declared_at IS NULL"
+            ).fetchall()
+            for row in rows:
+                if not any(a <= row.seq <= b for a, b in gaps):
+                    continue
+                if conn.execute("SELECT 1 FROM outbox WHERE seq = ?", (row.seq,)).fetchone():
+                    continue
+                kind = topic_kind(row.type)
+                size = len(row.sealed) + _ROW_OVERHEAD
+                conn.execute(
+                    "INSERT INTO outbox (seq, kind, type, priority, sealed, size, created_at,"
+                    " droppable) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        row.seq,
+                        kind,
+                        row.type,
+                        PRIORITY[kind],
+                        row.sealed,
+                        size,
+                        row.created_at,
+                        int(row.type in self._droppable),
+                    ),
+                )
+                conn.execute("UPDATE outbox_meta SET bytes = bytes + ?", (size,))
+                taken += 1
+        if taken:
+            self.notify()
+        return taken
 
     def ack_through(self, through_seq: int) -> int:
         """Release every message with seq ≤ ``through_seq``; returns how many left the outbox.
@@ -351,4 +482,17 @@ def _ranges(seqs: list[int]) -> list[list[int]]:
             out[-1][1] = seq
         else:
             out.append([seq, seq])
+    return out
+
+
+def _complement(first: int, last: int, present: list[int]) -> list[list[int]]:
+    """Inclusive ranges of [first, last] not in the sorted ``present``."""
+    out: list[list[int]] = []
+    cursor = first
+    for seq in present:
+        if seq > cursor:
+            out.append([cursor, seq - 1])
+        cursor = max(cursor, seq + 1)
+    if cursor <= last:
+        out.append([cursor, last])
     return out

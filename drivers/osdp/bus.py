@@ -79,6 +79,8 @@ _BASELINE_WAIT_S = 2.0
 # A lock that answered the challenge (osdp_CCRYPT) but got no osdp_SCRYPT it
 # could confirm (osdp_RMAC_I) within this time holds a different key.
 _HANDSHAKE_S = 1.0
+# A bus loop later than the poll interval plus this is the thread's own lateness.
+_LOOP_SLACK_S = 0.25
 # A lock not online and silent this long gets its libosdp state machine restarted.
 _SILENT_S = 0.5
 
@@ -156,6 +158,7 @@ class BusStats:
     key_mismatches: int = 0
     restarts: int = 0
     callback_errors: int = 0
+    late_s: float = 0.0  # how long the bus thread itself was late (not the locks' silence)
 
 
 @dataclass
@@ -253,6 +256,9 @@ class OsdpBus:
         self._offline_after = offline_after_s
         self._retry_s = retry_s
         self._poll_interval = poll_interval_s
+        self._last_loop: float | None = None
+        self._poll_time = 0.0
+        self._poll_now = 0.0
         self.stats = BusStats()
         self._locks = {
             spec.address: _Lock(
@@ -472,9 +478,26 @@ class OsdpBus:
         return self._serial is not None
 
     # ---------------------------------------------------------- the thread
+    def _poll_clock(self, now: float) -> float:
+        """Time during which the bus was actually polled: ``now`` minus the thread's lateness.
+
+        A loop normally comes round every poll interval plus a refresh; a longer gap
+        means this thread did not run (CPU starvation, a stopped process, a blocked
+        call), and nobody polled the locks then. Liveness is judged on this clock, so
+        a missed poll is not taken for a lock's silence.
+        """
+        if self._last_loop is not None:
+            gap = now - self._last_loop
+            late = max(0.0, gap - (self._poll_interval + _LOOP_SLACK_S))
+            self.stats.late_s += late
+            self._poll_time += gap - late
+        self._last_loop = now
+        return self._poll_time
+
     def _run(self) -> None:
         while not self._stop.is_set():
             now = time.monotonic()
+            self._poll_now = self._poll_clock(now)
             try:
                 if self._serial is None and now >= self._next_open:
                     self._open_port(now)
@@ -534,7 +557,7 @@ class OsdpBus:
             return
         if frame.is_reply:
             if frame.code != REPLY_NAK:
-                lock.last_reply = now
+                lock.last_reply = self._poll_now
             if frame.code == REPLY_CCRYPT:
                 lock.ccrypt_at = now
             elif frame.code == REPLY_RMAC_I:
@@ -545,7 +568,7 @@ class OsdpBus:
         # libosdp's status bitmasks stop at 32 locks; its notifications do not.
         lib_online = lock.lib_online
         sc_active = lock.lib_sc
-        alive = now - lock.last_reply < self._offline_after
+        alive = self._poll_now - lock.last_reply < self._offline_after
         secure_ok = sc_active or not lock.spec.secure
         online = lib_online and alive and secure_ok and not lock.disabled
         if lock.disabled:
@@ -567,7 +590,7 @@ class OsdpBus:
         went = online != lock.online and (online or lock.online is not None or not startup_grace)
         if went or (online and sc_active != lock.sc_active):
             self._set_online(lock, online, sc_active, now)
-        silent = now - lock.last_reply > _SILENT_S
+        silent = self._poll_now - lock.last_reply > _SILENT_S
         if not online and silent and now >= lock.next_restart:
             self._restart(lock, now)
 

@@ -246,7 +246,7 @@ def test_refused_publishes_are_counted_and_kept(tls_broker: TlsBroker, tmp_path:
     try:
         rig.outbox.enqueue(
             "door.opened",
-            {"lock": "d", "method": ["card"], "grant_id": "g", "at": "2026-01-01T00:00:00Z"},
+            {"lock": "d", "method": ["id_card"], "grant_id": "g", "at": "2026-01-01T00:00:00Z"},
         )
         rig.link.start()
         counters = rig.link.counters

@@ -248,12 +248,17 @@ def test_platform_talks_to_pinned_gateway_keys(building: Building) -> None:
 
         env = {
             "v": 1,
-            "id": "e-1",
+            "id": "0f6b5d1e-8a3c-4f2e-9b7a-2c1d3e4f5a6b",
             "type": "door.opened",
             "gw": gw,
             "ts": "2026-01-01T00:00:00.000Z",
             "seq": 1,
-            "body": {"lock": "L101", "method": ["card", "face"], "grant_id": "g-1", "at": "x"},
+            "body": {
+                "lock": "L101",
+                "method": ["id_card", "face"],
+                "grant_id": "g-1",
+                "at": "2026-01-01T00:00:00.000Z",
+            },
         }
         text = seal(env, keys.signing, platform_keys.encryption)
         client.publish(f"lockgw/v1/{gw}/evt", text, qos=1)

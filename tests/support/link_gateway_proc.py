@@ -79,9 +79,8 @@ def main() -> int:
                     "door.opened",
                     {
                         "lock": "door-1",
-                        "method": ["card"],
-                        "grant_id": "g-1",
-                        "n": n,
+                        "method": ["id_card"],
+                        "grant_id": f"g-{n}",
                         "at": format_time(utc_now()),
                     },
                 )

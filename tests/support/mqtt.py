@@ -188,7 +188,9 @@ class GatewayRig:
         self.box = SecretBox.load_or_create(state / "local.key")
         self.gw_keys = load_gateway_keys(gw_keys_path)
         self.pf_keys = load_platform_keys(pf_keys_path)
-        outbox_args = {k: settings.pop(k) for k in ("max_bytes", "warn_ratio") if k in settings}
+        outbox_args = {
+            k: settings.pop(k) for k in ("max_bytes", "warn_ratio", "gap_grace_s") if k in settings
+        }
         self.outbox = Outbox(self.store, gateway_id, self.gw_keys, self.pf_keys, **outbox_args)  # type: ignore[arg-type]
         self.unlocks: list[tuple[str, float, str]] = []
         self.grants = GrantStore(self.store, self.box, self.pf_keys)

@@ -77,6 +77,27 @@ BAD_CONFIGS = [
     ("negative grace", _with(policy={"offline_grace_h": -1}), "policy.offline_grace_h = -1"),
     ("command decoder without command", _with(readers={"wlt_decoder": "command"}), "wlt_command"),
     ("log level", _with(gateway={"id": "test-gw-01", "log_level": "loud"}), "log_level = 'loud'"),
+    (
+        "eid wait past the contract",
+        _with(eid={"answer_timeout_s": 12}),
+        "eid.answer_timeout_s = 12",
+    ),
+    ("eid wait zero", _with(eid={"answer_timeout_s": 0}), "eid.answer_timeout_s = 0"),
+    (
+        "qr_camera without a camera",
+        _with(buses=[BUS], doors=[{**DOOR, "qr_camera": True}]),
+        "qr_camera = true needs camera",
+    ),
+    (
+        "qr scanner on the reader's port",
+        _with(buses=[BUS], doors=[{**DOOR, "reader_port": "/dev/ttyS1", "qr_port": "/dev/ttyS1"}]),
+        "qr_port = '/dev/ttyS1', which is also a bus or ID reader port",
+    ),
+    (
+        "qr scanner baud rate",
+        _with(buses=[BUS], doors=[{**DOOR, "qr_port": "/dev/ttyS2", "qr_baudrate": 1234}]),
+        "qr_baudrate = 1234",
+    ),
 ]
 
 

@@ -171,7 +171,7 @@ def test_topics_and_times() -> None:
 def test_asyncapi_documents_every_message_type() -> None:
     from pathlib import Path
 
-    from agent.contract.messages import ALERT_TYPES, COMMAND_TYPES, EVENT_TYPES
+    from agent.contract.messages import ALERT_TYPES, COMMAND_TYPES, EVENT_TYPES, REQUEST_TYPES
 
     text = (Path(__file__).resolve().parents[3] / "docs" / "asyncapi.yaml").read_text()
     assert text.startswith("asyncapi: 3.0.0")
@@ -180,5 +180,5 @@ def test_asyncapi_documents_every_message_type() -> None:
         for line in text.splitlines()
         if line.strip().startswith("name: ")
     }
-    missing = (COMMAND_TYPES | EVENT_TYPES | ALERT_TYPES | {"ack"}) - documented
+    missing = (COMMAND_TYPES | EVENT_TYPES | ALERT_TYPES | REQUEST_TYPES | {"ack"}) - documented
     assert not missing, f"not in docs/asyncapi.yaml: {sorted(missing)}"

@@ -196,7 +196,7 @@ def test_applier_refusal_rolls_back_its_changes(rig: Rig) -> None:
     class Half(GatewayApplier):
         def apply(self, conn: sqlite3.Connection, command: Command) -> Callable[[], None] | None:
             super().apply(conn, command)
-            raise CommandRejected("door-9: no such lock")
+            raise CommandRejected("unknown_lock", "door-9: no such lock")
 
     rig.proc._applier = Half(rig.grants, LOCKS, unlock=rig.record_unlock)
     cmd_id, outcome = rig.send("grant.put", PlatformSim.grant_body("g-1", ["door-9"]))
@@ -204,7 +204,7 @@ def test_applier_refusal_rolls_back_its_changes(rig: Rig) -> None:
     assert rig.acks()[cmd_id] == {
         "cmd_id": cmd_id,
         "status": "rejected",
-        "error": "door-9: no such lock",
+        "error": "unknown_lock: door-9: no such lock",
     }
     assert rig.grant_ids() == [] and rig.signed_count() == 0
     assert rig.grants.guests_for_card(ID_NUMBER) == []
@@ -213,6 +213,7 @@ def test_applier_refusal_rolls_back_its_changes(rig: Rig) -> None:
 def test_unlock_of_a_lock_this_gateway_lacks_is_rejected(rig: Rig) -> None:
     cmd_id, outcome = rig.send("lock.unlock", {"lock": "door-9", "seconds": 3, "reason": "x"})
     assert outcome.status == "rejected"
+    assert rig.acks()[cmd_id]["error"].startswith("unknown_lock: ")
     assert "no lock 'door-9'" in rig.acks()[cmd_id]["error"]
     assert rig.unlocks == []
 
@@ -224,10 +225,10 @@ def test_unlock_of_a_lock_this_gateway_lacks_is_rejected(rig: Rig) -> None:
         ("tampered", False, "dropped_undecryptable"),
         ("garbage", False, "dropped_malformed"),
         ("not_jwe", False, "dropped_malformed"),
-        ("oversized", False, "dropped_oversized"),
+        ("oversized", True, "rejected_too_large"),
         ("wrong_gw", True, "rejected_wrong_gw"),
         ("expired", True, "rejected_expired"),
-        ("invalid_body", True, "rejected_invalid"),
+        ("invalid_body", True, "rejected_invalid_body"),
     ],
 )
 def test_bad_commands_change_nothing(rig: Rig, kind: str, answered: bool, reason: str) -> None:
@@ -239,7 +240,9 @@ def test_bad_commands_change_nothing(rig: Rig, kind: str, answered: bool, reason
     acks = rig.acks()
     if answered:
         assert outcome.status == "rejected"
-        assert acks[cmd_id or ""]["status"] == "rejected" and acks[cmd_id or ""]["error"]
+        code = reason.removeprefix("rejected_")
+        assert acks[cmd_id or ""]["status"] == "rejected"
+        assert acks[cmd_id or ""]["error"].startswith(f"{code}: ")  # contract section 3
     else:
         assert outcome.status == "dropped" and acks == {}
     # a second copy is never answered again
@@ -250,10 +253,10 @@ def test_bad_commands_change_nothing(rig: Rig, kind: str, answered: bool, reason
 def test_replay_is_rejected_once_and_not_applied_again(rig: Rig) -> None:
     cmd_id, text = rig.sim.build(GW, "lock.unlock", {"lock": "door-1", "seconds": 2, "reason": "r"})
     assert rig.proc.handle(text.encode()).status == "ok"
-    assert rig.proc.handle(text.encode()).reason == "replay"
+    assert rig.proc.handle(text.encode()).reason == "replayed"
     assert rig.proc.handle(text.encode()).status == "dropped"
     assert rig.unlocks == [("door-1", 2.0, "r")]
-    assert rig.proc.counters["rejected_replay"] == 2
+    assert rig.proc.counters["rejected_replayed"] == 2
     ack_count = sum(1 for i in rig.outbox.next_batch({}, 100) if i.type == "ack")
     assert ack_count == 2  # ok, then one "replay" rejection
     assert rig.acks()[cmd_id]["status"] in ("ok", "rejected")
@@ -271,7 +274,7 @@ def test_replay_survives_restart_and_prune_keeps_live_ids(rig: Rig, tmp_path: Pa
     again.proc = CommandProcessor(
         again.store, again.outbox, GW, rig.gw_keys, rig.pf_keys, rig.applier
     )
-    assert again.proc.handle(text.encode()).reason == "replay"
+    assert again.proc.handle(text.encode()).reason == "replayed"
 
 
 def test_on_verified_gets_the_timestamp_of_verified_commands_only(tmp_path: Path) -> None:

@@ -62,8 +62,9 @@ def checkin() -> dict[str, Any]:
         "grant_id": "g-1",
         "guest_id": "p-1",
         "name": NAME,
-        "sex": "女",
-        "nation": "汉",
+        "card_type": "resident",
+        "sex": "2",
+        "nation": "01",
         "birth": "19491231",
         "address": "北京市东城区某街道1号",
         "id_number": ID_NUMBER,
@@ -75,17 +76,18 @@ def checkin() -> dict[str, Any]:
         "live_jpeg_b64": "/9j/AAAA",
         "face_distance": 0.38,
         "face_threshold": 0.5,
-        "liveness": "off",
+        "liveness": {"mode": "off"},
         "at": at(),
     }
 
 
 def door_state(i: int = 0) -> dict[str, Any]:
-    return {"lock": f"door-{i % 7}", "state": "closed", "at": at(), "pad": "x" * 200}
+    # A long lock id makes each snapshot a few hundred bytes, like a real outbox row.
+    return {"lock": f"door-{i % 7}-" + "x" * 120, "state": "closed", "at": at()}
 
 
 def opened() -> dict[str, Any]:
-    return {"lock": "door-1", "method": ["card", "face"], "grant_id": "g-1", "at": at()}
+    return {"lock": "door-1", "method": ["id_card", "face"], "grant_id": "g-1", "at": at()}
 
 
 def test_disk_holds_only_ciphertext(env: Env) -> None:
@@ -120,7 +122,7 @@ def test_failed_transaction_uses_no_seq(env: Env) -> None:
         box.enqueue_in(conn, "door.opened", opened())
         raise RuntimeError("crash before commit")
     with pytest.raises(MessageError, match="grant_id"):
-        box.enqueue("door.opened", {"lock": "door-1", "method": ["card"], "at": at()})
+        box.enqueue("door.opened", {"lock": "door-1", "method": ["id_card"], "at": at()})
     assert box.enqueue("door.opened", opened()) == 2
     assert box.stats().depth == 2
 
@@ -130,7 +132,7 @@ def test_alerts_then_acks_then_events(env: Env) -> None:
     box.enqueue("door.opened", opened())
     box.enqueue("ack", {"cmd_id": "c1", "status": "ok"})
     box.enqueue("door.opened", opened())
-    box.enqueue("alert.tamper", {"lock": "door-1", "at": at()})
+    box.enqueue("alert.tamper", {"lock": "door-1", "at": at(), "tamper": True})
     items = box.next_batch({}, 10)
     assert [(i.seq, i.kind) for i in items] == [(4, "alert"), (2, "ack"), (1, "evt"), (3, "evt")]
     # the cursor per priority continues where publishing stopped
@@ -189,7 +191,7 @@ def test_critical_messages_are_kept_past_the_bound_and_droppables_refused(env: E
     assert box.stats().bytes > limit
     assert box.enqueue("door.state", door_state()) is None
     assert box.counters["refused_at_bound"] == 1
-    assert box.enqueue("alert.tamper", {"lock": "door-1", "at": at()}) is not None
+    assert box.enqueue("alert.tamper", {"lock": "door-1", "at": at(), "tamper": True}) is not None
     types = [r.type for r in box.next_batch({}, 100)]
     assert types.count("checkin.verified") == 12 and "door.state" not in types
 
