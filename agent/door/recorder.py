@@ -179,6 +179,8 @@ def _name_evidence(
         "grant_id": decision.guest.grant_id,
         "guest_id": decision.guest.guest_id,
         "mismatch": "name",
+        "face_distance": None,
+        "face_threshold": None,
         "id_number_masked": mask_id_number(id_number) if id_number else None,
         "card_name_masked": [mask_name(n) for n in card_names if n],
         "grant_name_masked": mask_name(decision.guest.name),
