@@ -44,7 +44,7 @@ from agent.sync.commands import CommandProcessor
 from agent.sync.outbox import Outbox
 from firmware_sim.guests import make_guest
 from firmware_sim.idcards import make_id_number, sample_card
-from firmware_sim.photos import OBAMA
+from firmware_sim.photos import GUEST_A
 from firmware_sim.site import SimulatedSite
 
 GRANTS = 10_000
@@ -164,7 +164,7 @@ def bench_site(rounds: int, samples_out: Path | None = None) -> dict[str, float]
     with SimulatedSite(["L101"], config_overrides=overrides) as site:
         building, platform = site.building, site.building.platform
         for _ in range(rounds):
-            guest = make_guest(OBAMA)
+            guest = make_guest(GUEST_A)
             guest.card = sample_card(
                 name=guest.card.name,
                 sex=guest.card.sex,

@@ -1,11 +1,24 @@
-"""Face verification benchmark: latency at 480p/720p, worker memory, FAR/FRR on deepface.
+"""Face benchmark: the default pipeline and dlib side by side, in one run.
 
 Run: ``.venv/bin/python bench/face.py`` (reads ../shared/faces; never copies it).
-Every deepface person's first photo is the grant reference; each of their other
-photos is shown to a simulated camera at 480p and at 720p and verified through
-the worker process, timed at the caller (pipe transfer included). FAR/FRR come
-from all pairs of the set at the configured threshold, encoded in the worker.
-Prints a few readable lines, then ONE JSON line of figures last.
+
+- Latency: every deepface person's first photo is the grant reference; each of
+  their other photos is shown to a simulated camera at 480p and verified
+  through the worker process, timed at the caller (pipe transfer included).
+  The default pipeline's figure is detect + align + embed + PAD (the worker
+  scores every verified frame with both MiniFASNet networks); dlib's is detect
+  + embed. ``speedup_vs_dlib`` is the ratio of the p95s.
+- Memory: resident set of each worker after its runs.
+- Recognition: FAR/FRR over all pairs of ``deepface/`` (Western) and
+  ``nuaa/live/`` (East-Asian) at each model's default threshold, encoded in the
+  worker the way grant photos are.
+- Attempts: on ``nuaa/live``, each person's first frame is the reference; every
+  run of 3 consecutive other frames is one attempt (admitted when any frame
+  matches and the fused PAD score passes): ``frr_attempt_east_asian``.
+- Presentation attacks: PAD on every ``nuaa/live`` and ``nuaa/attack`` image:
+  APCER (attacks classified live) and BPCER (live classified as attacks).
+
+Prints readable lines, then ONE JSON line of figures last.
 """
 
 from __future__ import annotations
@@ -14,9 +27,7 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,11 +35,15 @@ import numpy as np
 import repo_path  # noqa: F401  (first: puts the checkout on sys.path)
 
 from agent.face import FaceSettings, FaceWorker, Reason
-from agent.face.evaluate import evaluate, labelled_images
+from agent.face.evaluate import evaluate, evaluate_pad, labelled_images
+from agent.face.verify import decode_image
+from agent.face.worker import verify_burst
 from firmware_sim.camera import SimCamera
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
 DEEPFACE = FACES / "deepface"
+NUAA = FACES / "nuaa"
+ATTEMPT_FRAMES = 3
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -45,20 +60,17 @@ def rss_mb(pid: int | None) -> float:
     return float("nan")
 
 
-def layout(dest: Path) -> dict[str, list[Path]]:
+def deepface_people() -> dict[str, list[Path]]:
+    people: dict[str, list[Path]] = {}
     with open(DEEPFACE / "identities.csv", newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            (dest / row["person"]).mkdir(parents=True, exist_ok=True)
-            os.symlink(DEEPFACE / row["file"], dest / row["person"] / row["file"])
-    return labelled_images(dest)
+            people.setdefault(row["person"], []).append(DEEPFACE / row["file"])
+    return people
 
 
-def latency(
-    worker: FaceWorker, people: dict[str, list[Path]], size: str, rounds: int
-) -> tuple[list[float], dict[str, int]]:
-    cam = SimCamera(size)
+def latency(worker: FaceWorker, people: dict[str, list[Path]], rounds: int) -> list[float]:
+    cam = SimCamera("480p")
     times: list[float] = []
-    reasons: dict[str, int] = {}
     for paths in people.values():
         ref = worker.encode_reference(paths[0].read_bytes(), timeout=30)
         if isinstance(ref, Reason):
@@ -69,71 +81,113 @@ def latency(
             assert frame is not None
             for _ in range(rounds):
                 t0 = time.perf_counter()
-                result = worker.verify(frame, ref, timeout=10)
+                worker.verify(frame, ref, timeout=10)
                 times.append((time.perf_counter() - t0) * 1000)
-                reasons[result.reason.value] = reasons.get(result.reason.value, 0) + 1
-    return times, reasons
+    return times
+
+
+def attempts_frr(worker: FaceWorker, people: dict[str, list[Path]]) -> tuple[float, int]:
+    """Share of 3-frame attempts of a live person that are refused (face or liveness)."""
+    refused = total = 0
+    for paths in people.values():
+        ref = worker.encode_reference(paths[0].read_bytes(), timeout=30)
+        if isinstance(ref, Reason):
+            continue
+        rest = paths[1:]
+        for i in range(len(rest) - ATTEMPT_FRAMES + 1):
+            cam = SimCamera("480p")
+            cam.show_sequence(rest[i : i + ATTEMPT_FRAMES], loop=False)
+            face, live = verify_burst(worker, cam.read, ref, attempts=ATTEMPT_FRAMES)
+            total += 1
+            if not face.accepted or (live is not None and not live.passed):
+                refused += 1
+    return (refused / total if total else float("nan")), total
+
+
+def measure(settings: FaceSettings, rounds: int, label: str) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    with FaceWorker(settings, timeout_s=30) as worker:
+        t0 = time.perf_counter()
+        assert worker.wait_ready(120), f"{label} worker did not start"
+        figures["load_s"] = round(time.perf_counter() - t0, 2)
+        worker.verify(np.zeros((480, 640, 3), np.uint8), b"\0" * 1024)  # warm-up
+        times = latency(worker, deepface_people(), rounds)
+        figures["verify_ms_p50_480p"] = round(percentile(times, 50), 1)
+        figures["verify_ms_p95_480p"] = round(percentile(times, 95), 1)
+
+        def encode(image: bytes) -> bytes | Reason:
+            return worker.encode_reference(image, timeout=30)
+
+        for population, people in (
+            ("western", deepface_people()),
+            ("east_asian", labelled_images(NUAA / "live")),
+        ):
+            report = evaluate(people, encode, threshold=settings.threshold, model=label)
+            at = report.at_threshold
+            figures[f"far_{population}"] = round(at.far, 5)
+            figures[f"frr_{population}"] = round(at.frr, 5)
+            figures[f"pairs_{population}"] = len(report.genuine) + len(report.impostor)
+            print(f"{label} {population}:\n{report.table()}")
+        if settings.uses_pad:
+            frr, n = attempts_frr(worker, labelled_images(NUAA / "live"))
+            figures["frr_attempt_east_asian"] = round(frr, 5)
+            figures["attempts"] = n
+
+            def score(image: bytes) -> float | None:
+                bgr = decode_image(image)
+                return None if bgr is None else worker.pad_score(bgr, timeout=30)
+
+            pad = evaluate_pad(
+                labelled_images(NUAA / "live"),
+                labelled_images(NUAA / "attack"),
+                score,
+                threshold=settings.pad_threshold,
+            )
+            figures["apcer"] = round(pad.at_threshold.apcer, 5)
+            figures["bpcer"] = round(pad.at_threshold.bpcer, 5)
+            figures["attack_images"] = pad.attack_images
+        figures["rss_mb"] = round(rss_mb(worker.pid), 1)
+    return figures
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=2, help="verifications per frame and size")
-    ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--rounds", type=int, default=2, help="verifications per frame")
     args = ap.parse_args()
-    if not DEEPFACE.is_dir():
-        print(f"face photos not found at {DEEPFACE}", file=sys.stderr)
+    if not DEEPFACE.is_dir() or not NUAA.is_dir():
+        print(f"face photos not found under {FACES}", file=sys.stderr)
         return 2
-    settings = FaceSettings() if args.threshold is None else FaceSettings(threshold=args.threshold)
-
-    tmp = tempfile.TemporaryDirectory()  # symlinks only, removed at exit
-    people = layout(Path(tmp.name))
-    reference_photo = next(iter(people.values()))[0].read_bytes()
-    with FaceWorker(settings, timeout_s=30) as worker:
-        t0 = time.perf_counter()
-        assert worker.wait_ready(120), "worker did not start"
-        load_s = time.perf_counter() - t0
-        rss_loaded = rss_mb(worker.pid)
-        worker.verify(np.zeros((480, 640, 3), np.uint8), b"\0" * 1024)  # warm-up
-        t480, r480 = latency(worker, people, "480p", args.rounds)
-        t720, r720 = latency(worker, people, "720p", args.rounds)
-        report = evaluate(
-            people,
-            lambda b: worker.encode_reference(b, timeout=30),
-            threshold=settings.threshold,
-            model=settings.model_path("recognition").name,
-        )
-        rss_worker = rss_mb(worker.pid)
-
-    # Memory with blink liveness on (68-point model loaded) after a burst.
-    with FaceWorker(FaceSettings(liveness="blink"), timeout_s=60) as blink_worker:
-        assert blink_worker.wait_ready(120)
-        cam = SimCamera("480p")
-        cam.show(reference_photo)
-        burst = [f for f in (cam.read() for _ in range(5)) if f is not None]
-        blink_worker.liveness(burst)
-        rss_blink = rss_mb(blink_worker.pid)
-    tmp.cleanup()
-
-    print(f"worker start + model load: {load_s:.2f} s, RSS {rss_loaded:.0f} MB loaded")
-    print(f"480p: {len(t480)} verifications {r480}")
-    print(f"720p: {len(t720)} verifications {r720}")
-    print(report.table())
-    at = report.at_threshold
+    new = FaceSettings()
+    old = FaceSettings(model="dlib", liveness="off")
+    onnx = measure(new, args.rounds, "mobilefacenet")
+    dlib = measure(old, args.rounds, "dlib")
     figures = {
-        "verify_ms_p50_480p": round(statistics.median(t480), 1),
-        "verify_ms_p95_480p": round(percentile(t480, 95), 1),
-        "verify_ms_p50_720p": round(statistics.median(t720), 1),
-        "verify_ms_p95_720p": round(percentile(t720, 95), 1),
-        "rss_mb": round(rss_worker, 1),
-        "rss_mb_blink": round(rss_blink, 1),
+        "verify_ms_p95_480p": onnx["verify_ms_p95_480p"],
+        "dlib_verify_ms_p95_480p": dlib["verify_ms_p95_480p"],
+        "speedup_vs_dlib": round(dlib["verify_ms_p95_480p"] / onnx["verify_ms_p95_480p"], 2),
+        "rss_mb": onnx["rss_mb"],
+        "far_western": onnx["far_western"],
+        "frr_western": onnx["frr_western"],
+        "far_east_asian": onnx["far_east_asian"],
+        "frr_east_asian": onnx["frr_east_asian"],
+        "frr_attempt_east_asian": onnx["frr_attempt_east_asian"],
+        "apcer": onnx["apcer"],
+        "bpcer": onnx["bpcer"],
+        "threshold": new.threshold,
+        "pad_threshold": new.pad_threshold,
+        "verify_ms_p50_480p": onnx["verify_ms_p50_480p"],
+        "dlib_verify_ms_p50_480p": dlib["verify_ms_p50_480p"],
+        "dlib_rss_mb": dlib["rss_mb"],
+        "dlib_threshold": old.threshold,
+        "dlib_far_western": dlib["far_western"],
+        "dlib_frr_western": dlib["frr_western"],
+        "dlib_far_east_asian": dlib["far_east_asian"],
+        "dlib_frr_east_asian": dlib["frr_east_asian"],
+        "attempts": onnx["attempts"],
+        "attack_images": onnx["attack_images"],
+        "load_s": onnx["load_s"],
+        "dlib_load_s": dlib["load_s"],
         "rss_mb_parent": round(rss_mb(os.getpid()), 1),
-        "far": round(at.far, 5),
-        "frr": round(at.frr, 5),
-        "threshold": settings.threshold,
-        "eer": round(report.eer, 5),
-        "eer_threshold": report.eer_threshold,
-        "genuine_pairs": len(report.genuine),
-        "impostor_pairs": len(report.impostor),
     }
     print(json.dumps(figures))
     return 0

@@ -21,12 +21,20 @@ from drivers.idcard.identity import mask_id_number, mask_name
 from firmware_sim.building import card_with_photo, guest_entry
 from firmware_sim.idcards import VirtualCard, make_id_number
 from firmware_sim.identity_service import SimIdentity
-from firmware_sim.photos import EXAMPLES as FACES
+from firmware_sim.photos import (
+    FACES,
+    GUEST_A,
+    GUEST_B,
+    GUEST_C,
+    GUEST_D,
+    PRINTED_A,
+    STRANGER,
+    have_faces,
+)
 from firmware_sim.site import SimulatedSite
 
 GRANT = "G-20261122-101"
 EID_GRANT = "G-20261122-102"
-KNN = FACES / "knn_examples" / "train"
 DOOR, GATE, SIDE = "L101", "L102", "L103"  # SIDE: a Bluetooth LE lock (simulated Nuki)
 
 
@@ -104,9 +112,9 @@ def _shown(body: dict[str, Any]) -> str:
 
 
 def _cards() -> dict[str, VirtualCard]:
-    def card(name: str, photo: str, birth: date, seq: int, sex: int) -> VirtualCard:
+    def card(name: str, photo: Path, birth: date, seq: int, sex: int) -> VirtualCard:
         return card_with_photo(
-            FACES / photo,
+            photo,
             name=name,
             sex=str(sex),
             birth=f"{birth:%Y%m%d}",
@@ -114,12 +122,10 @@ def _cards() -> dict[str, VirtualCard]:
         )
 
     return {
-        "guest A": card("王建国", "obama.jpg", date(1961, 8, 4), 21, 1),
-        "guest B": card("李秀英", "biden.jpg", date(1962, 11, 20), 34, 2),
-        "guest C": card(
-            "张伟", "knn_examples/train/kit_harington/john1.jpeg", date(1986, 12, 26), 55, 1
-        ),
-        "guest D": card("刘芳", "knn_examples/train/rose_leslie/img1.jpg", date(1987, 2, 9), 66, 2),
+        "guest A": card("王建国", GUEST_A[0], date(1961, 8, 4), 21, 1),
+        "guest B": card("李秀英", GUEST_B[0], date(1962, 11, 20), 34, 2),
+        "guest C": card("张伟", GUEST_C[0], date(1986, 12, 26), 55, 1),
+        "guest D": card("刘芳", GUEST_D[0], date(1987, 2, 9), 66, 2),
     }
 
 
@@ -131,8 +137,8 @@ def _identity(card: VirtualCard) -> SimIdentity:
 def step_grant(day: Day) -> None:
     cards = day.cards
     guests = [
-        guest_entry(cards["guest A"], "guest-a", FACES / "obama.jpg"),
-        guest_entry(cards["guest B"], "guest-b", FACES / "biden.jpg"),
+        guest_entry(cards["guest A"], "guest-a", GUEST_A[0]),
+        guest_entry(cards["guest B"], "guest-b", GUEST_B[0]),
     ]
     doors = [DOOR, GATE, SIDE]
     cmd = day.platform.put_grant(GRANT, doors, guests, room="101", hours=24, pin="135790")
@@ -143,7 +149,7 @@ def step_grant(day: Day) -> None:
 
 def step_checkin(day: Day) -> None:
     mark = day.platform.last_seq
-    day.present(DOOR, "guest A", FACES / "obama2.jpg")
+    day.present(DOOR, "guest A", GUEST_A[1])
     day.relay(DOOR, True, within=10)
     day.received("checkin.verified", mark, guest_id="guest-a", lock=DOOR)
     day.received("door.opened", mark, lock=DOOR, grant_id=GRANT)
@@ -152,11 +158,7 @@ def step_checkin(day: Day) -> None:
 def step_second_guest(day: Day) -> None:
     day.site.building.wait_relay(DOOR, False, timeout=15)
     mark = day.platform.last_seq
-    day.present(
-        DOOR,
-        "guest B",
-        KNN / "biden" / "biden2.jpg",
-    )
+    day.present(DOOR, "guest B", GUEST_B[1])
     day.relay(DOOR, True, within=10)
     day.received("checkin.verified", mark, guest_id="guest-b", lock=DOOR)
     day.received("door.opened", mark, lock=DOOR, grant_id=GRANT)
@@ -165,11 +167,7 @@ def step_second_guest(day: Day) -> None:
 def step_ble_door(day: Day) -> None:
     mark = day.platform.last_seq
     day.say(f"{SIDE} has a Bluetooth LE lock (paired with `lockgw locks pair {SIDE}`)")
-    day.present(
-        SIDE,
-        "guest B",
-        KNN / "biden" / "biden2.jpg",
-    )
+    day.present(SIDE, "guest B", GUEST_B[1])
     day.relay(SIDE, True, within=15)
     day.received("door.opened", mark, lock=SIDE, grant_id=GRANT)
     radio = day.site.building.ble
@@ -184,8 +182,8 @@ def step_eid(day: Day) -> None:
     building = day.site.building
     cards = day.cards
     guests = [
-        guest_entry(cards["guest C"], "guest-c", KNN / "kit_harington" / "john1.jpeg"),
-        guest_entry(cards["guest D"], "guest-d", KNN / "rose_leslie" / "img1.jpg"),
+        guest_entry(cards["guest C"], "guest-c", GUEST_C[0]),
+        guest_entry(cards["guest D"], "guest-d", GUEST_D[0]),
     ]
     cmd = day.platform.put_grant(EID_GRANT, [DOOR, GATE], guests, room="102", hours=24)
     day.say(f"platform sends grant.put {EID_GRANT}: room 102, 2 guests")
@@ -193,7 +191,7 @@ def step_eid(day: Day) -> None:
     building.wait_relay(GATE, False, timeout=15)
     code = day.platform.sim.identity.issue(_identity(day.cards["guest C"]))
     day.say("guest C has no card with them; their phone shows a 网证 code (single use)")
-    building.show_face(GATE, KNN / "kit_harington" / "john2.jpeg")
+    building.show_face(GATE, GUEST_C[1])
     time.sleep(0.3)
     mark = day.platform.last_seq
     building.scan_code(GATE, code)
@@ -209,7 +207,7 @@ def step_eid_expired(day: Day) -> None:
     building.wait_relay(DOOR, False, timeout=15)
     code = day.platform.sim.identity.issue(_identity(day.cards["guest D"]), lifetime_s=-60)
     mark = day.platform.last_seq
-    building.show_code(DOOR, code, KNN / "rose_leslie" / "img2.jpg")
+    building.show_code(DOOR, code, GUEST_D[1])
     day.say(f"guest D holds up a 网证 code that expired a minute ago to {DOOR}'s camera")
     day.received("access.denied", mark, lock=DOOR, reason="eid_failed", error="code_expired")
     day.relay(DOOR, False, within=0)
@@ -219,10 +217,19 @@ def step_eid_expired(day: Day) -> None:
 def step_stranger(day: Day) -> None:
     day.site.building.wait_relay(DOOR, False, timeout=15)
     mark = day.platform.last_seq
-    day.present(DOOR, "guest A", FACES / "lin-manuel-miranda.png")
+    day.present(DOOR, "guest A", STRANGER)
     day.say("(the person at the door is not guest A)")
     day.received("alert.identity_mismatch", mark, lock=DOOR)
     day.received("access.denied", mark, lock=DOOR, reason="face_mismatch")
+    day.relay(DOOR, False, within=0)
+
+
+def step_printed_photo(day: Day) -> None:
+    day.site.building.wait_relay(DOOR, False, timeout=15)
+    mark = day.platform.last_seq
+    day.present(DOOR, "guest A", PRINTED_A)
+    day.say("(a printed photo of guest A is held before the camera)")
+    day.received("access.denied", mark, lock=DOOR, reason="liveness_failed")
     day.relay(DOOR, False, within=0)
 
 
@@ -240,7 +247,7 @@ def step_offline(day: Day) -> None:
     mark = day.platform.last_seq
     building.cut_network()
     day.say("the building's internet connection goes down")
-    day.present(GATE, "guest A", FACES / "obama2.jpg")
+    day.present(GATE, "guest A", GUEST_A[1])
     day.relay(GATE, True, within=10)
     time.sleep(1.0)
     arrived = [e for e in day.platform.received("door.opened") if e["seq"] > mark]
@@ -257,7 +264,7 @@ def step_revoke(day: Day) -> None:
     ack = day.platform.wait_ack(cmd)
     day.expect(ack["status"] == "ok", "gateway acknowledged the revocation")
     mark = day.platform.last_seq
-    day.present(DOOR, "guest A", FACES / "obama2.jpg")
+    day.present(DOOR, "guest A", GUEST_A[1])
     day.received("access.denied", mark, lock=DOOR, reason="no_grant")
     day.relay(DOOR, False, within=0)
 
@@ -279,6 +286,7 @@ DAY: list[tuple[str, Callable[[Day], None]]] = [
     ("Guest C checks in with the electronic ID (网证) at the QR scanner", step_eid),
     ("Guest D's 网证 code has expired: refused", step_eid_expired),
     ("A stranger tries guest A's card", step_stranger),
+    ("A printed photo of guest A is held up with the card", step_printed_photo),
     ("A door is forced", step_forced),
     ("Network down: guest A enters; network back: the record arrives", step_offline),
     ("The grant is revoked: the card no longer opens", step_revoke),
@@ -289,7 +297,7 @@ DAY: list[tuple[str, Callable[[Day], None]]] = [
 def run_demo(console: Console | None = None, workdir: Path | None = None) -> bool:
     """Play the day; True when every step came out as expected."""
     console = console or Console(highlight=False)
-    if not FACES.is_dir():
+    if not have_faces():
         console.print(f"[red]demo needs the face photos at {FACES}[/red]")
         return False
     console.rule("lockgw demo: a simulated building, a real gateway")

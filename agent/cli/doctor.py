@@ -15,6 +15,7 @@ from agent.doctor import (
     DEFAULT_CONTACT_MAX_AGE_S,
     FAIL,
     OK,
+    WARN,
     Check,
     DoctorOptions,
     Report,
@@ -85,7 +86,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def _plain_line(check: Check) -> str:
     line = f"{check.status:<4}  {check.name:<20}  {check.detail}"
-    if check.fix and check.status == FAIL:
+    if check.fix and check.status in (FAIL, WARN):
         line += f"  -> fix: {check.fix}"
     return line
 
@@ -123,7 +124,7 @@ def _print_rich(report: Report) -> None:
             f"[{status_style}]{check.status}[/]",
             Text(check.name),
             Text(check.detail),
-            Text(check.fix if check.status == FAIL else ""),
+            Text(check.fix if check.status in (FAIL, WARN) else ""),
         )
     console = Console()
     console.print(table, markup=True)

@@ -365,16 +365,53 @@ class ReadersSection(_Section):
 class FaceSection(_Section):
     """Face verification at the door."""
 
-    threshold: float = Field(
-        0.5, gt=0, lt=1, description="Largest accepted face distance (library default 0.6 is lax)."
+    model: Literal["mobilefacenet", "dlib"] = Field(
+        "mobilefacenet",
+        description="Recognition model: YuNet + MobileFaceNet (ONNX, default) or dlib ResNet.",
     )
-    model: Path | None = Field(
-        None, description="dlib ResNet recognition model file; empty for the bundled one."
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=2,
+        description="Largest accepted face distance (MobileFaceNet: 1 - cosine; dlib: Euclidean);"
+        " empty for the model's measured default (docs/face.md).",
     )
-    liveness: Literal["off", "blink"] = Field("off", description="Liveness check before matching.")
+    models_dir: Path | None = Field(
+        None,
+        description="Folder of the ONNX model files and their SHA256SUMS; empty for the shipped.",
+    )
+    dlib_model: Path | None = Field(
+        None, description="dlib only: ResNet recognition model file; empty for the bundled one."
+    )
+    liveness: Literal["pad", "pad+blink", "blink", "off"] = Field(
+        "pad",
+        description="Liveness: presentation-attack detection (MiniFASNet), plus a blink, or off.",
+    )
+    allow_without_liveness: bool = Field(
+        False, description='Needed to set `liveness = "off"`: a printed photo then matches.'
+    )
+    pad_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Smallest mean live probability of an attempt's frames."
+    )
+    card_photo_reference: bool = Field(
+        False,
+        description="Use the card chip's photo as reference when the grant has none"
+        " (trusts the reader line: docs/face.md).",
+    )
     timeout_s: float = Field(2.0, gt=0, le=30, description="A verification taking longer fails.")
-    attempts: int = Field(5, ge=1, le=50, description="Frames tried before a face is refused.")
-    min_face_px: int = Field(90, ge=20, le=1000, description="Smallest usable face height.")
+    attempts: int = Field(3, ge=1, le=50, description="Frames of one attempt (any match admits).")
+    min_face_px: int = Field(90, ge=20, le=1000, description="Smallest usable face width.")
+
+    @model_validator(mode="after")
+    def _liveness_floor(self) -> FaceSection:
+        if self.liveness == "off" and not self.allow_without_liveness:
+            raise ValueError(
+                "liveness = 'off' lets a printed photo of a guest match; it needs"
+                " allow_without_liveness = true"
+            )
+        if self.liveness.startswith("pad") and self.model != "mobilefacenet":
+            raise ValueError(f"liveness = {self.liveness!r} needs model = 'mobilefacenet'")
+        return self
 
 
 class PolicySection(_Section):

@@ -12,7 +12,7 @@ read-only, and the broker probe never opens an MQTT session (see
 :func:`probe_broker`). No personal data is read or shown.
 
 The checks live in one module per family (files, locks, devices, broker,
-clock, disk, daemon); :mod:`agent.doctor.runner` runs them in order.
+clock, disk, daemon, face); :mod:`agent.doctor.runner` runs them in order.
 """
 
 from agent.doctor.broker import ProbeResult, check_broker, probe_broker, tls_context
@@ -33,6 +33,7 @@ from agent.doctor.disk import (
     check_disk,
     format_bytes,
 )
+from agent.doctor.face import check_face_models
 from agent.doctor.files import (
     check_config,
     check_gateway_keys,
@@ -43,7 +44,7 @@ from agent.doctor.files import (
     describe_certificate,
 )
 from agent.doctor.locks import check_lock_keys, check_locks
-from agent.doctor.report import FAIL, OK, SKIP, Check, Report, format_age, summary_line
+from agent.doctor.report import FAIL, OK, SKIP, WARN, Check, Report, format_age, summary_line
 from agent.doctor.runner import DEFAULT_CONTACT_MAX_AGE_S, DoctorOptions, run_doctor
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "OK",
     "SKIP",
     "START_DAEMON",
+    "WARN",
     "Check",
     "DoctorOptions",
     "ProbeResult",
@@ -69,6 +71,7 @@ __all__ = [
     "check_daemon",
     "check_disk",
     "check_face",
+    "check_face_models",
     "check_gateway_keys",
     "check_key_files",
     "check_lock_keys",

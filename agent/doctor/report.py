@@ -9,6 +9,8 @@ from typing import Any
 OK = "OK"
 FAIL = "FAIL"
 SKIP = "SKIP"
+WARN = "WARN"
+"""Works, but weaker than it should be: the exit code stays 0."""
 
 
 @dataclass(frozen=True)
@@ -16,7 +18,7 @@ class Check:
     """One line of the doctor's report."""
 
     name: str
-    status: str  # OK, FAIL or SKIP
+    status: str  # OK, FAIL, WARN or SKIP
     detail: str
     fix: str = ""
 
@@ -36,7 +38,11 @@ class Report:
 
     def counts(self) -> dict[str, int]:
         """How many checks ended OK, FAIL and SKIP."""
-        return {s: sum(c.status == s for c in self.checks) for s in (OK, FAIL, SKIP)}
+        return {
+            s: sum(c.status == s for c in self.checks)
+            for s in (OK, FAIL, WARN, SKIP)
+            if s != WARN or any(c.status == WARN for c in self.checks)
+        }
 
     def as_dict(self) -> dict[str, Any]:
         """The report for ``--json``."""
@@ -51,7 +57,9 @@ class Report:
 def summary_line(checks: Iterable[Check]) -> str:
     """``17 OK, 1 FAIL, 2 SKIP``."""
     items = list(checks)
-    counts = {s: sum(c.status == s for c in items) for s in (OK, FAIL, SKIP)}
+    counts = {s: sum(c.status == s for c in items) for s in (OK, FAIL, WARN, SKIP)}
+    if not counts[WARN]:
+        del counts[WARN]
     return ", ".join(f"{n} {s}" for s, n in counts.items())
 
 

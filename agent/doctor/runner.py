@@ -13,6 +13,7 @@ from agent.doctor.clock import check_clock, check_ntp, check_platform_contact
 from agent.doctor.daemon import StatusGetter, check_daemon, daemon_skip_reason, daemon_status
 from agent.doctor.devices import check_cameras, check_face, check_readers, check_serial_ports
 from agent.doctor.disk import check_disk
+from agent.doctor.face import check_face_models
 from agent.doctor.files import (
     check_config,
     check_gateway_keys,
@@ -70,6 +71,7 @@ def run_doctor(
     checks += check_ble(config, status, no_daemon, options.probe_timeout_s)
     checks += check_readers(config, status, no_daemon, bad_ports)
     checks += check_cameras(config, status is not None, options.probe_timeout_s)
+    checks += check_face_models(config)
     face = check_face(config, status, no_daemon)
     if face is not None:
         checks.append(face)

@@ -32,7 +32,7 @@ from agent.door.decision import (
 from agent.door.doors import DoorDevices, FlowSettings, Record, VisitOutcome
 from agent.door.opening import DoorOpener
 from agent.door.records import checkin_verified, door_opened, iso
-from agent.face import FaceWorker, verify_attempts
+from agent.face import FaceWorker, template_model, verify_burst
 from agent.grants.enrol import enroll_template
 from agent.grants.model import VerifiedGuest
 from agent.grants.store import GrantStore
@@ -116,8 +116,13 @@ class CardVisit:
         candidates: list[VerifiedGuest] = []
         if number is not None:
             candidates = await asyncio.to_thread(self._grants.guests_for_card, number)
+        names = () if identity is None else (identity.name, identity.name_en)
         presentation = Presentation(
-            lock=door.lock_id, kind="card", card_problem=problem, id_number=number
+            lock=door.lock_id,
+            kind="card",
+            card_problem=problem,
+            id_number=number,
+            card_names=names,
         )
         decision = self._decide(presentation, candidates)
         if in_use is not None and number is not None and (decision.granted or decision.needs_face):
@@ -151,12 +156,19 @@ class CardVisit:
                 kind="card",
                 card_problem=problem,
                 id_number=number,
+                card_names=names,
                 face=face_outcome,
             )
             decision = self._decide(presentation, candidates)
         if not decision.granted:
             return await self._opener.refuse(
-                door, decision, started, id_number=number, method="id_card", face_result=face_result
+                door,
+                decision,
+                started,
+                id_number=number,
+                method="id_card",
+                face_result=face_result,
+                card_names=names,
             )
         assert decision.guest is not None and identity is not None
         guest = decision.guest
@@ -209,36 +221,53 @@ class CardVisit:
     async def check_face(
         self, door: DoorDevices, guest: VerifiedGuest, liveness: str, card: CardRead | None
     ) -> tuple[FaceOutcome, Any, dict[str, Any]]:
-        """The live face (and liveness) against ``guest``'s template; ``card`` (if any) gives
-        the fallback reference photo. Used by the card and the electronic-ID visits."""
+        """The live face against ``guest``'s template, with the liveness checks ``liveness``
+        requires (the site's floor plus what the grant asked for), over one attempt's frames;
+        ``card`` (if any) gives the fallback reference photo. Used by the card and the
+        electronic-ID visits."""
         if self._face is None or door.camera is None:
             return FaceOutcome(False, None, 0.0, "no_camera"), None, {"mode": "off"}
         reference = await asyncio.to_thread(self._reference, guest, card)
         if reference is None:
             return FaceOutcome(False, None, 0.0, "no_reference"), None, {"mode": "off"}
-        liveness_doc: dict[str, Any] = {"mode": liveness}
-        liveness_passed: bool | None = None
-        if liveness != "off" and self._face.settings.liveness == "off":
-            # The grant asks for liveness but the site has not loaded a liveness model.
-            liveness_passed = False
-            liveness_doc.update({"passed": False, "detail": "no liveness model at this site"})
-        elif liveness != "off":
-            frames = await asyncio.to_thread(_burst, door.camera, self._settings.liveness_frames)
-            result = await asyncio.to_thread(
-                self._face.liveness, frames, self._settings.face_timeout_s * 2
-            )
-            liveness_passed = bool(result.passed)
-            liveness_doc.update({"passed": liveness_passed, "detail": str(result.reason)})
         face, camera = self._face, door.camera
-        last = await asyncio.to_thread(
-            lambda: verify_attempts(
+        pad = liveness in ("pad", "pad+blink")
+        blink = liveness in ("blink", "pad+blink")
+        doc: dict[str, Any] = {"mode": liveness}
+        passed: bool | None = None if liveness == "off" else True
+        details: list[str] = []
+        if blink:
+            if not face.settings.uses_blink:
+                # The grant asks for a blink but the site has not loaded the landmarks model.
+                passed = False
+                details.append("no blink model at this site")
+            else:
+                frames = await asyncio.to_thread(_burst, camera, self._settings.liveness_frames)
+                blinked = await asyncio.to_thread(
+                    face.liveness, frames, self._settings.face_timeout_s * 2
+                )
+                passed = passed and bool(blinked.passed)
+                details.append(str(blinked.reason))
+        last, fused = await asyncio.to_thread(
+            lambda: verify_burst(
                 face,
                 camera.read,
                 reference,
                 attempts=self._settings.face_attempts,
                 deadline_s=self._settings.face_timeout_s * self._settings.face_attempts,
+                pad=pad,
             )
         )
+        if pad:
+            if fused is None:  # the attempt ended early (bad or replayed reference)
+                passed = False
+                details.append(str(last.reason))
+            else:
+                passed = passed and fused.passed
+                details.append(fused.reason)
+                doc.update({"score": fused.score, "threshold": fused.threshold})
+        if passed is not None:
+            doc.update({"passed": passed, "detail": ", ".join(details)})
         for observe in self.face_observers:
             observe(float(last.elapsed_ms))
         outcome = FaceOutcome(
@@ -246,15 +275,16 @@ class CardVisit:
             None if last.distance is None else float(last.distance),
             float(last.threshold),
             str(last.reason),
-            liveness_passed,
+            passed,
         )
-        return outcome, last, liveness_doc
+        return outcome, last, doc
 
     def _reference(self, guest: VerifiedGuest, card: CardRead | None) -> bytes | None:
-        """The guest's template: stored, or made now from the grant (or decoded card) photo."""
+        """The guest's template: stored, or made now from the grant (or, where the site
+        allows it, the decoded card) photo. A template of another model is made again."""
         assert self._face is not None
         template = self._grants.template(guest.grant_id, guest.guest_id)
-        if template is not None:
+        if template is not None and template_model(template) == self._face.model:
             return template
         if guest.has_photo:
             return enroll_template(self._grants, self._face, guest.grant_id, guest.guest_id)

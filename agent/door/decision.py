@@ -8,11 +8,37 @@ what the person at the door is told is only one of three phrases.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.grants.model import VerifiedGuest
+
+Liveness = Literal["off", "blink", "pad", "pad+blink"]
+_CHECKS: dict[str, frozenset[str]] = {
+    "off": frozenset(),
+    "blink": frozenset({"blink"}),
+    "pad": frozenset({"pad"}),
+    "pad+blink": frozenset({"pad", "blink"}),
+}
+
+
+def required_liveness(site: Liveness, grant: str | None) -> Liveness:
+    """The checks a presentation must pass: the site's, plus any more the grant asks for.
+
+    The site's setting is a floor: a grant can add a check, never remove one
+    (a grant saying ``"off"`` leaves the site's checks in force).
+    """
+    checks = _CHECKS[site] | _CHECKS.get(grant or "off", frozenset())
+    if checks == {"pad", "blink"}:
+        return "pad+blink"
+    if checks == {"pad"}:
+        return "pad"
+    if checks == {"blink"}:
+        return "blink"
+    return "off"
+
 
 # What the person at the door may learn (never which check failed in detail).
 SAY_NOT_AUTHORISED = "not authorised"
@@ -27,7 +53,7 @@ class SitePolicy:
 
     reentry_requires_face: bool = True
     pin_reentry: bool = True
-    liveness: Literal["off", "blink"] = "off"
+    liveness: Liveness = "pad"
     offline_grace_s: float = 72 * 3600.0
     pin_max_attempts: int = 5
     pin_lockout_s: float = 300.0
@@ -61,6 +87,8 @@ class Presentation:
     kind: Literal["card", "pin"]
     card_problem: str | None = None  # why the card itself is unusable (expired, bad number, …)
     id_number: str | None = field(default=None, repr=False)
+    card_names: tuple[str, ...] = field(default=(), repr=False)
+    """The holder's names as the card gives them (Chinese, and English on foreign cards)."""
     pin: str | None = field(default=None, repr=False)
     face: FaceOutcome | None = None
 
@@ -76,7 +104,25 @@ class Decision:
     factors: tuple[str, ...] = ()
     first_entry: bool = False
     needs_face: bool = False  # not final: capture a face and decide again
-    liveness: Literal["off", "blink"] = "off"
+    liveness: Liveness = "off"
+
+
+# Separators written between the parts of a transliterated or minority name: all one.
+_NAME_DOTS = str.maketrans({"・": "·", "•": "·", "‧": "·", "∙": "·", "⋅": "·", ".": "·"})
+
+
+def normalise_name(name: str) -> str:
+    """A name compared as written, not as typed: full-width forms folded to their usual
+    width (NFKC), every kind of space and the case of Latin letters ignored, the
+    middle-dot variants of minority and foreign names made one."""
+    folded = unicodedata.normalize("NFKC", name).translate(_NAME_DOTS).casefold()
+    return "".join(ch for ch in folded if not ch.isspace())
+
+
+def names_match(card_names: Sequence[str], grant_name: str) -> bool:
+    """The grant's guest name equals one of the card's names, normalised."""
+    want = normalise_name(grant_name)
+    return bool(want) and any(normalise_name(n) == want for n in card_names if n)
 
 
 def deny(
@@ -135,8 +181,11 @@ def _decide_card(
     if not usable:
         return deny(why)
     guest = usable[0]
+    if presentation.card_names and not names_match(presentation.card_names, guest.name):
+        # The guest's number on a card in another name: a forged or borrowed card.
+        return deny("name_mismatch", SAY_SEE_HOST, guest)
     first_entry = guest.checked_in_at is None
-    liveness = guest.policy.liveness or policy.liveness
+    liveness = required_liveness(policy.liveness, guest.policy.liveness)
     if not first_entry and not policy.reentry_requires_face:
         return Decision(True, "card", SAY_WELCOME, guest, ("id_card",), first_entry=False)
     face = presentation.face
@@ -149,8 +198,14 @@ def _decide_card(
             needs_face=True,
             liveness=liveness,
         )
+    if liveness != "off" and face.liveness_passed is False:
+        # A picture is refused as one, whether or not it resembles the guest.
+        return deny("liveness_failed", SAY_FACE_NOT_RECOGNISED, guest)
     if not face.matched:
-        reason = "face_mismatch" if face.reason == "no_match" else f"face_{face.reason}"
+        if face.reason in ("no_match", "replayed_reference"):
+            reason = "face_mismatch" if face.reason == "no_match" else face.reason
+        else:
+            reason = f"face_{face.reason}"
         return deny(reason, SAY_FACE_NOT_RECOGNISED, guest)
     if liveness != "off" and face.liveness_passed is not True:
         return deny("liveness_failed", SAY_FACE_NOT_RECOGNISED, guest)

@@ -41,9 +41,11 @@ class FlowSettings:
     """Tunables of the flow (from the configuration)."""
 
     policy: SitePolicy
-    face_attempts: int = 5
+    face_attempts: int = 3
+    """Frames of one attempt: any matching frame admits; PAD is fused over all of them."""
     face_timeout_s: float = 2.0
     liveness_frames: int = 12
+    """Frames of the blink burst (liveness with blink)."""
     pin_max_len: int = 12
     pin_entry_timeout_s: float = 10.0
 

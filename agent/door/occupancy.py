@@ -63,6 +63,7 @@ class OccupantWatch:
                     verified=window.verified,
                     duration_s=seconds,
                     frame_interval_s=OCCUPANT_FRAME_PERIOD_S,
+                    same_person=face.settings.same_person,
                 )
             )
             alerts = self._rules.on_occupants(

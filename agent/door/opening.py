@@ -79,6 +79,7 @@ class DoorOpener:
         id_number: str | None,
         method: str,
         face_result: Any = None,
+        card_names: tuple[str, ...] = (),
         detail: dict[str, Any] | None = None,
         alerts: list[Record] | None = None,
     ) -> VisitOutcome:
@@ -91,6 +92,7 @@ class DoorOpener:
             id_number=id_number,
             method=method,
             face_result=face_result,
+            card_names=card_names,
             detail=detail,
         )
         seqs = await off_loop(self._recorder.commit, records)

@@ -28,7 +28,7 @@ from agent.state.incidents import record_incident
 from agent.state.reserve import DiskReserve, is_disk_full
 from agent.state.store import Store
 from agent.sync.outbox import Outbox
-from drivers.idcard.identity import mask_id_number
+from drivers.idcard.identity import mask_id_number, mask_name
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ class VisitRecorder:
         id_number: str | None,
         method: str,
         face_result: Any = None,
+        card_names: tuple[str, ...] = (),
         detail: dict[str, Any] | None = None,
     ) -> list[Record]:
         """The records of a refusal: the warning rules' alerts, then ``access.denied``."""
@@ -156,6 +157,10 @@ class VisitRecorder:
         if decision.reason == "face_mismatch" and decision.guest is not None:
             records += self._rules.on_identity_mismatch(
                 lock, at, _mismatch_evidence(decision, id_number, face_result)
+            )
+        if decision.reason == "name_mismatch" and decision.guest is not None:
+            records += self._rules.on_identity_mismatch(
+                lock, at, _name_evidence(decision, id_number, card_names)
             )
         if decision.reason == "no_grant" and id_number:
             records += self._rules.on_unknown_card(
@@ -172,6 +177,23 @@ class VisitRecorder:
             )
         )
         return records
+
+
+def _name_evidence(
+    decision: Decision, id_number: str | None, card_names: tuple[str, ...]
+) -> dict[str, Any]:
+    """The card's and the grant's names, masked (the alert is sealed; logs never see them)."""
+    assert decision.guest is not None
+    return {
+        "grant_id": decision.guest.grant_id,
+        "guest_id": decision.guest.guest_id,
+        "mismatch": "name",
+        "face_distance": None,
+        "face_threshold": None,
+        "id_number_masked": mask_id_number(id_number) if id_number else None,
+        "card_name_masked": [mask_name(n) for n in card_names if n],
+        "grant_name_masked": mask_name(decision.guest.name),
+    }
 
 
 def _mismatch_evidence(

@@ -1,8 +1,8 @@
 """Face detection and quality gates: which face in a frame, and is it usable.
 
-Detection is dlib's HOG detector on a copy of the frame downscaled so its longer
-side is at most ``detect_max_side`` pixels (the CNN detector takes seconds per
-frame on the gateway CPUs). Boxes are mapped back to the frame's own pixels, so
+Detection is the model's (YuNet by default, dlib's HOG for ``model = "dlib"``)
+on a copy of the frame downscaled so its longer side is at most
+``detect_max_side`` pixels. Boxes are mapped back to the frame's own pixels, so
 every gate below is in frame pixels. The largest face is the candidate; a second
 face of comparable size makes the frame ambiguous (who is being verified?).
 
@@ -40,6 +40,8 @@ class Reason(StrEnum):
     NO_FRAME = "no_frame"
     BAD_IMAGE = "bad_image"
     BAD_TEMPLATE = "bad_template"
+    TEMPLATE_MODEL = "template_model"
+    REPLAYED_REFERENCE = "replayed_reference"
     TIMEOUT = "timeout"
     BUSY = "busy"
     WORKER_STARTING = "worker_starting"

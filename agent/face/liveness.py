@@ -28,7 +28,12 @@ _LEFT_EYE = slice(42, 48)
 
 @dataclass(frozen=True)
 class LivenessResult:
-    """Outcome of a liveness check; ``reason`` is "blink", "no_blink", "no_face", "off"."""
+    """Outcome of a liveness check.
+
+    ``reason``: "live" / "attack" (PAD), "blink" / "no_blink", "no_face", "off",
+    or a worker failure ("timeout", "busy", ...). ``score`` is PAD's fused live
+    probability (mean over the frames with a face).
+    """
 
     passed: bool
     reason: str
@@ -36,6 +41,32 @@ class LivenessResult:
     faces: int = 0
     min_ear: float | None = None
     max_ear: float | None = None
+    score: float | None = None
+    threshold: float | None = None
+
+    def as_record(self, mode: str) -> dict[str, object]:
+        """The ``liveness`` member of ``checkin.verified``."""
+        doc: dict[str, object] = {"mode": mode, "passed": self.passed, "detail": self.reason}
+        if self.score is not None:
+            doc["score"] = self.score
+            doc["threshold"] = self.threshold
+        return doc
+
+
+def fuse_pad(
+    scores: Sequence[float | None], threshold: float, frames: int | None = None
+) -> LivenessResult:
+    """PAD decision over the frames of one attempt: the mean live probability of the
+    frames where a face was found must reach ``threshold``; no face: not live."""
+    seen = [s for s in scores if s is not None]
+    n = len(scores) if frames is None else frames
+    if not seen:
+        return LivenessResult(False, "no_face", n, 0, threshold=threshold)
+    score = round(sum(seen) / len(seen), 4)
+    passed = score >= threshold
+    return LivenessResult(
+        passed, "live" if passed else "attack", n, len(seen), score=score, threshold=threshold
+    )
 
 
 class LivenessDetector(Protocol):

@@ -5,9 +5,9 @@ encoded; encodings are clustered by distance (two faces in the same frame are
 always two people). More clusters than verified guests raises
 ``alert.unregistered_occupant`` (实数登记: every person must register).
 
-The count is a lower bound: the HOG detector misses faces turned away, tilted
-far or cut by the frame edge, so a missed face can hide a person but a false
-alarm needs two clearly different faces.
+The count is a lower bound: the detector (YuNet by default; dlib's HOG finds
+fewer) misses faces turned away or cut by the frame edge, so a missed face can
+hide a person but a false alarm needs two clearly different faces.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.face.verify import distance
+from agent.face.settings import SAME_PERSON
+from agent.face.template import distance
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SAME_PERSON = 0.55
-"""Faces closer than this across frames are taken as the same person."""
+DEFAULT_SAME_PERSON = SAME_PERSON["mobilefacenet"]
+"""Faces closer than this across frames are taken as the same person (the default model's
+unit vectors; dlib's descriptors need ``SAME_PERSON["dlib"]``, FaceSettings.same_person)."""
 
 ALERT_TYPE = "alert.unregistered_occupant"
 

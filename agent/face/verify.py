@@ -1,114 +1,54 @@
-"""1:1 face verification: encode a reference once, compare live frames with it.
+"""1:1 face verification behind one interface: encode a reference once, compare live frames.
 
-:class:`FaceEngine` holds the dlib models (HOG detector, 5-point landmarks,
-ResNet recognition model, and the 68-point landmarks only when liveness needs
-them) and does the work; it is meant to live inside the worker process
-(:mod:`agent.face.worker`), never on the daemon's main loop.
+:class:`FaceModel` is what the worker serves and the door relies on. Two
+implementations: :class:`~agent.face.onnx.OnnxFaceModel` (the default: YuNet,
+MobileFaceNet, MiniFASNet on ``cv2.dnn``) and :class:`DlibFaceModel` (``[face]
+model = "dlib"``: HOG detector, 5-point landmarks, dlib ResNet). Both live in the
+worker process (:mod:`agent.face.worker`), never on the daemon's main loop.
 
-Templates are the 128 float64 values of the dlib descriptor as little-endian
-bytes (1,024 bytes), so the grants store can seal them with the local
-:class:`~agent.state.secretbox.SecretBox`. A template is only comparable with
-templates from the same recognition model: change the model, re-encode.
+Templates name the model that made them (:mod:`agent.face.template`); a
+template of another model is refused as ``template_model`` and re-encoded from
+the grant's photo.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from agent.face.detect import Detection, FaceBox, QualityGates, Reason, assess, find_faces
-
-if TYPE_CHECKING:
-    from agent.config.schema import FaceSection
+from agent.face.settings import DEFAULT_THRESHOLD, FaceSettings, settings_from_config
+from agent.face.template import (
+    BadTemplateError,
+    distance,
+    face_crop_jpeg,
+    parse_template,
+    prepare_reference,
+    template_from_bytes,
+    template_to_bytes,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.5
-"""Default match threshold on the Euclidean descriptor distance (library default 0.6).
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "BadTemplateError",
+    "DlibFaceModel",
+    "FaceModel",
+    "FaceSettings",
+    "VerifyResult",
+    "decode_image",
+    "settings_from_config",
+    "template_from_bytes",
+    "template_to_bytes",
+]
 
-Measured on the deepface set (140 genuine, 1,690 impostor pairs): 0.6 lets
-0.36 % of impostors through, 0.5 none; see docs/face.md for the table and why a
-site with East-Asian guests should measure and set its own value.
-"""
-
-TEMPLATE_BYTES = 128 * 8
-_TEMPLATE_DTYPE = np.dtype("<f8")
-# Reference photos smaller than this (ID card photos are 102 x 126) are
-# upscaled before detection; HOG finds nothing under about 80 px.
-_REFERENCE_MIN_SIDE = 400
-_CROP_MARGIN = 0.25
-
-
-class BadTemplateError(ValueError):
-    """Bytes that are not a face template of this format."""
-
-
-def default_model_dir() -> Path:
-    """Folder of the models shipped in the face_recognition_models package."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("package face_recognition_models is not installed")
-    return Path(spec.origin).parent / "models"
-
-
-@dataclass(frozen=True)
-class FaceSettings:
-    """Face verification configuration (threshold and models are site settings)."""
-
-    threshold: float = DEFAULT_THRESHOLD
-    recognition_model: Path | None = None
-    """Any dlib ResNet face recognition model file; None: dlib_face_recognition_resnet_model_v1."""
-    landmarks5_model: Path | None = None
-    landmarks68_model: Path | None = None
-    """Needed only when liveness is "blink"; see docs/face.md for its licence."""
-    liveness: str = "off"
-    """"off" or "blink"."""
-    detect_max_side: int = 640
-    gates: QualityGates = field(default_factory=QualityGates)
-    reference_gates: QualityGates = field(
-        default_factory=lambda: QualityGates(min_face_px=60, min_sharpness=20.0)
-    )
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 2.0:
-            raise ValueError(f"face threshold must be in (0, 2), got {self.threshold}")
-        if self.liveness not in ("off", "blink"):
-            raise ValueError(f"face liveness must be 'off' or 'blink', got {self.liveness!r}")
-        if self.detect_max_side < 160:
-            raise ValueError(f"face detect_max_side must be >= 160, got {self.detect_max_side}")
-
-    def model_path(self, which: str) -> Path:
-        """Resolved path of "recognition", "landmarks5" or "landmarks68"."""
-        custom = {
-            "recognition": self.recognition_model,
-            "landmarks5": self.landmarks5_model,
-            "landmarks68": self.landmarks68_model,
-        }[which]
-        if custom is not None:
-            return custom
-        name = {
-            "recognition": "dlib_face_recognition_resnet_model_v1.dat",
-            "landmarks5": "shape_predictor_5_face_landmarks.dat",
-            "landmarks68": "shape_predictor_68_face_landmarks.dat",
-        }[which]
-        return default_model_dir() / name
-
-
-def settings_from_config(face: FaceSection) -> FaceSettings:
-    """FaceSettings from the ``[face]`` section of the gateway configuration."""
-    return FaceSettings(
-        threshold=face.threshold,
-        recognition_model=face.model,
-        liveness=face.liveness,
-        gates=QualityGates(min_face_px=face.min_face_px),
-    )
+DLIB_MODEL_NAME = "dlib"
 
 
 @dataclass(frozen=True)
@@ -122,33 +62,43 @@ class VerifyResult:
     face_jpeg: bytes | None = field(default=None, repr=False)
     """The live face crop that was compared (JPEG, memory only; personal data)."""
     elapsed_ms: float = 0.0
+    live_score: float | None = None
+    """MiniFASNet's live probability of this frame's face (None: PAD not run)."""
 
     @classmethod
     def failed(cls, reason: Reason, threshold: float, elapsed_ms: float = 0.0) -> VerifyResult:
         return cls(False, reason, threshold, elapsed_ms=elapsed_ms)
 
 
-def template_to_bytes(encoding: np.ndarray) -> bytes:
-    """128 float64 descriptor values as 1,024 little-endian bytes."""
-    arr = np.asarray(encoding, dtype=_TEMPLATE_DTYPE).reshape(-1)
-    if arr.shape != (128,):
-        raise BadTemplateError(f"face template must have 128 values, got {arr.size}")
-    return arr.tobytes()
+class FaceModel(Protocol):
+    """What every face model offers the worker (all CPU bound, all in the worker process)."""
 
+    name: str
+    settings: FaceSettings
 
-def template_from_bytes(blob: bytes) -> np.ndarray:
-    """Inverse of :func:`template_to_bytes`; raises BadTemplateError on bad input."""
-    if len(blob) != TEMPLATE_BYTES:
-        raise BadTemplateError(f"face template must be {TEMPLATE_BYTES} bytes, got {len(blob)}")
-    arr = np.frombuffer(blob, dtype=_TEMPLATE_DTYPE).astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise BadTemplateError("face template holds non-finite values")
-    return arr
+    def detect(self, bgr: np.ndarray, gates: QualityGates | None = None) -> Detection:
+        """Detect and gate the main face of a BGR frame."""
+        ...
 
+    def faces(self, bgr: np.ndarray) -> list[FaceBox]:
+        """Every face box of the frame, largest first."""
+        ...
 
-def distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Euclidean distance between two descriptors (what dlib's threshold is on)."""
-    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+    def encode_reference(self, image: bytes) -> bytes | Reason:
+        """Template of the one face in a JPEG/PNG photo, or why none."""
+        ...
+
+    def verify(self, bgr: np.ndarray, reference: bytes) -> VerifyResult:
+        """Compare the main face of a live frame with a template of this model."""
+        ...
+
+    def live_face(self, bgr: np.ndarray) -> bytes | Reason:
+        """A JPEG crop of the gated main face of a live frame, or why there is none."""
+        ...
+
+    def all_encodings(self, bgr: np.ndarray) -> list[np.ndarray]:
+        """Vectors of every face in the frame (occupant counting)."""
+        ...
 
 
 def decode_image(data: bytes) -> np.ndarray | None:
@@ -160,20 +110,10 @@ def decode_image(data: bytes) -> np.ndarray | None:
     return img if img is not None and img.size else None
 
 
-def face_crop_jpeg(bgr: np.ndarray, box: FaceBox, quality: int = 90) -> bytes:
-    """JPEG of the face box with a margin, encoded in memory."""
-    h, w = bgr.shape[:2]
-    mx, my = int(box.width * _CROP_MARGIN), int(box.height * _CROP_MARGIN)
-    crop = bgr[
-        max(box.top - my, 0) : min(box.bottom + my, h),
-        max(box.left - mx, 0) : min(box.right + mx, w),
-    ]
-    ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return bytes(buf) if ok else b""
+class DlibFaceModel:
+    """dlib's HOG detector, 5-point landmarks and ResNet descriptor (``model = "dlib"``)."""
 
-
-class FaceEngine:
-    """The loaded models and the detect / encode / compare steps (CPU bound)."""
+    name = DLIB_MODEL_NAME
 
     def __init__(self, settings: FaceSettings) -> None:
         import dlib  # deferred: importing dlib costs memory the parent process need not pay
@@ -188,7 +128,7 @@ class FaceEngine:
         self._rec = dlib.face_recognition_model_v1(str(settings.model_path("recognition")))
         self._sp68: object | None = None
         self._dlib = dlib
-        if settings.liveness == "blink":
+        if settings.uses_blink:
             self._load_68()
 
     def _load_68(self) -> object:
@@ -203,7 +143,11 @@ class FaceEngine:
         rects, _scores, _ = self._hog.run(rgb, upsample, 0.0)
         return [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
 
-    def faces(self, rgb: np.ndarray, *, look_harder: bool = True) -> list[FaceBox]:
+    def faces(self, bgr: np.ndarray) -> list[FaceBox]:
+        """Face boxes of a BGR frame, largest first."""
+        return self._faces(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+    def _faces(self, rgb: np.ndarray, *, look_harder: bool = True) -> list[FaceBox]:
         """Faces in the frame, largest first; a second, upsampled pass if none found."""
         boxes = find_faces(self._detector, rgb, max_side=self.settings.detect_max_side)
         if not boxes and look_harder:
@@ -215,7 +159,7 @@ class FaceEngine:
     def detect(self, bgr: np.ndarray, gates: QualityGates | None = None) -> Detection:
         """Detect and gate the main face of a BGR frame."""
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return assess(rgb, self.faces(rgb), gates or self.settings.gates)
+        return assess(rgb, self._faces(rgb), gates or self.settings.gates)
 
     def _encode_box(self, rgb: np.ndarray, box: FaceBox) -> np.ndarray:
         rect = self._dlib.rectangle(box.left, box.top, box.right, box.bottom)
@@ -227,7 +171,7 @@ class FaceEngine:
     ) -> tuple[np.ndarray | None, Detection]:
         """Descriptor of the gated main face, or None with the detection saying why."""
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        det = assess(rgb, self.faces(rgb), gates or self.settings.gates)
+        det = assess(rgb, self._faces(rgb), gates or self.settings.gates)
         if not det.usable or det.box is None:
             return None, det
         return self._encode_box(rgb, det.box), det
@@ -237,14 +181,10 @@ class FaceEngine:
         bgr = decode_image(image)
         if bgr is None:
             return Reason.BAD_IMAGE
-        h, w = bgr.shape[:2]
-        if max(h, w) < _REFERENCE_MIN_SIDE:
-            f = _REFERENCE_MIN_SIDE / max(h, w)
-            bgr = cv2.resize(bgr, (round(w * f), round(h * f)), interpolation=cv2.INTER_CUBIC)
-        enc, det = self.encode_frame(bgr, self.settings.reference_gates)
+        enc, det = self.encode_frame(prepare_reference(bgr), self.settings.reference_gates)
         if enc is None:
             return det.reason
-        return template_to_bytes(enc)
+        return template_to_bytes(enc, DLIB_MODEL_NAME)
 
     def verify(self, bgr: np.ndarray, reference: bytes) -> VerifyResult:
         """Compare the main face of a live frame with a reference template."""
@@ -255,9 +195,11 @@ class FaceEngine:
             return (time.perf_counter() - start) * 1000.0
 
         try:
-            ref = template_from_bytes(reference)
+            model, ref = parse_template(reference)
         except BadTemplateError:
             return VerifyResult.failed(Reason.BAD_TEMPLATE, threshold, ms())
+        if model != DLIB_MODEL_NAME:
+            return VerifyResult.failed(Reason.TEMPLATE_MODEL, threshold, ms())
         if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
             return VerifyResult.failed(Reason.BAD_IMAGE, threshold, ms())
         enc, det = self.encode_frame(bgr)
@@ -285,13 +227,13 @@ class FaceEngine:
     def all_encodings(self, bgr: np.ndarray) -> list[np.ndarray]:
         """Descriptors of every face in the frame (occupant counting; no gates)."""
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return [self._encode_box(rgb, b) for b in self.faces(rgb, look_harder=False)]
+        return [self._encode_box(rgb, b) for b in self._faces(rgb, look_harder=False)]
 
     def landmarks68(self, bgr: np.ndarray) -> np.ndarray | None:
         """68 (x, y) landmarks of the largest face, or None without a face."""
         sp68 = self._load_68()
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        boxes = self.faces(rgb, look_harder=False)
+        boxes = self._faces(rgb, look_harder=False)
         if not boxes:
             return None
         b = boxes[0]

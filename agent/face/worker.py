@@ -1,9 +1,9 @@
 """Face inference in a separate worker process, with a hard timeout per request.
 
-dlib releases neither control nor memory on demand: a frame that makes it
-stall would stall whatever thread called it. So the models live in a child
-process; callers (any daemon thread) send a request over a pipe and wait at
-most their timeout. A request that does not answer in time is a failed
+Native inference (OpenCV's dnn, dlib) releases neither control nor memory on
+demand: a frame that makes it stall would stall whatever thread called it. So
+the models live in a child process; callers (any daemon thread) send a request
+over a pipe and wait at most their timeout. A request that does not answer in time is a failed
 attempt (reason ``timeout``): the child is killed and a fresh one started, and
 the caller returns at once, never blocking the daemon's loop.
 
@@ -33,8 +33,11 @@ from typing import Any
 import numpy as np
 
 from agent.face.detect import Reason
-from agent.face.liveness import BlinkDetector, LivenessResult
-from agent.face.verify import FaceEngine, FaceSettings, VerifyResult
+from agent.face.liveness import BlinkDetector, LivenessResult, fuse_pad
+from agent.face.loader import load_face_model
+from agent.face.modelfiles import PAD_FILES, RECOGNITION_FILES, verify_models
+from agent.face.settings import FaceSettings
+from agent.face.verify import VerifyResult
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,12 @@ class _Failed:
         self.reason = reason
 
 
+def _trim() -> None:
+    """Return the heap's free memory to the kernel (glibc ``malloc_trim``; elsewhere a no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _die_with_parent(parent_pid: int) -> None:
     """Have the kernel kill this child when the daemon dies, even mid-inference (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -65,8 +74,10 @@ def _die_with_parent(parent_pid: int) -> None:
 def _serve(conn: Connection, settings: FaceSettings, test_hooks: bool) -> None:
     """Child process body: load models, then answer requests until the pipe closes."""
     try:
-        engine = FaceEngine(settings)
-        blink = BlinkDetector(engine.landmarks68) if settings.liveness == "blink" else None
+        engine = load_face_model(settings)
+        landmarks68 = getattr(engine, "landmarks68", None)
+        blink = BlinkDetector(landmarks68) if settings.uses_blink and landmarks68 else None
+        pad = getattr(engine, "pad_burst", None)
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -84,10 +95,12 @@ def _serve(conn: Connection, settings: FaceSettings, test_hooks: bool) -> None:
                 value = engine.encode_reference(*args)
             elif op == "encodings":
                 value = engine.all_encodings(*args)
+            elif op == "pad_score" and pad is not None:
+                value = pad(args)[0].live
             elif op == "live_face":
                 value = engine.live_face(*args)
-            elif op == "liveness" and blink is not None:
-                value = blink.check(*args)
+            elif op == "liveness":
+                value = _liveness(settings, pad, blink, args[0])
             elif op == "stall" and test_hooks:
                 time.sleep(args[0])
                 value = None
@@ -96,9 +109,36 @@ def _serve(conn: Connection, settings: FaceSettings, test_hooks: bool) -> None:
             else:
                 raise ValueError(f"unknown face worker request {op!r}")
             conn.send((seq, _OK, value))
+            if op == "encode_reference":
+                # Decoding a large photo leaves freed arenas glibc keeps; give them back.
+                _trim()
         except Exception as exc:
             # Exception text from cv2/dlib names shapes and types, not people.
             conn.send((seq, _ERROR, type(exc).__name__))
+
+
+def _liveness(
+    settings: FaceSettings,
+    pad: Callable[[Sequence[np.ndarray]], list[Any]] | None,
+    blink: BlinkDetector | None,
+    frames: Sequence[np.ndarray],
+) -> LivenessResult:
+    """The site's liveness over one burst: PAD, blink, or both (both must pass)."""
+    result: LivenessResult | None = None
+    if settings.uses_pad:
+        if pad is None:
+            raise ValueError("PAD networks not loaded")
+        result = fuse_pad([p.live for p in pad(frames)], settings.pad_threshold, len(frames))
+        if not result.passed:
+            return result
+    if settings.uses_blink:
+        if blink is None:
+            raise ValueError("blink landmarks not loaded")
+        blinked = blink.check(frames)
+        if result is None or not blinked.passed:
+            return blinked
+    assert result is not None
+    return result
 
 
 def _child_main(argv: Sequence[str]) -> None:
@@ -135,13 +175,14 @@ class FaceWorker:
         timeout_s: float = 2.0,
         test_hooks: bool = False,
     ) -> None:
-        # Fail at configuration time, not in the child, when a model file is missing.
-        for which in ("recognition", "landmarks5") + (
-            ("landmarks68",) if settings.liveness == "blink" else ()
-        ):
+        # Fail at configuration time, not in the child, when a model file is missing
+        # or changed (the child checks again when it loads them).
+        for which in settings.dlib_files():
             path = settings.model_path(which)
             if not path.is_file():
                 raise FileNotFoundError(f"face {which} model not found: {path}")
+        if settings.model == "mobilefacenet":
+            verify_models(settings.resolved_models_dir(), RECOGNITION_FILES + PAD_FILES)
         self.settings = settings
         self.timeout_s = timeout_s
         self._test_hooks = test_hooks
@@ -190,6 +231,11 @@ class FaceWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def model(self) -> str:
+        """The face model whose templates this worker makes and compares."""
+        return self.settings.model
 
     @property
     def pid(self) -> int | None:
@@ -363,9 +409,83 @@ class FaceWorker:
         assert isinstance(out, LivenessResult)
         return out
 
+    def pad_score(self, frame: np.ndarray, timeout: float | None = None) -> float | None:
+        """PAD live probability of the frame's largest face (None: no face or failed)."""
+        out = self._call("pad_score", (frame,), timeout)
+        if isinstance(out, _Failed):
+            return None
+        return None if out is None else float(out)
+
     def stall(self, seconds: float, timeout: float | None = None) -> bool:
         """Test hook: make the worker sleep; True if it answered in time."""
         return not isinstance(self._call("stall", (seconds,), timeout), _Failed)
+
+
+def verify_burst(
+    worker: FaceWorker,
+    read_frame: Callable[[], np.ndarray | None],
+    reference: bytes,
+    *,
+    attempts: int,
+    deadline_s: float | None = None,
+    pad: bool | None = None,
+    pad_min_frames: int = 2,
+) -> tuple[VerifyResult, LivenessResult | None]:
+    """Verify the frames of one attempt (up to ``attempts``) and fuse PAD over them.
+
+    The face result is the first match among the frames (a guest is refused
+    only when no frame matches); with PAD, every frame with a face adds its
+    live probability and the attempt is live when their mean reaches the
+    site's ``pad_threshold``. The attempt stops early once a frame matched
+    and, with PAD, at least ``pad_min_frames`` frames were scored and their
+    mean is live: one lucky frame never decides liveness alone. A frame that
+    is the reference replayed refuses the whole attempt. Liveness is None when
+    PAD is not asked for (``pad``; None: the site's setting) or the attempt
+    ended on a bad or replayed reference.
+    """
+    use_pad = worker.settings.uses_pad if pad is None else pad
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    threshold = worker.settings.threshold
+    end = None if deadline_s is None else time.monotonic() + deadline_s
+    best: VerifyResult | None = None
+    match: VerifyResult | None = None
+    last = VerifyResult.failed(Reason.NO_FRAME, threshold)
+    scores: list[float | None] = []
+    for _ in range(attempts):
+        timeout = None
+        if end is not None:
+            timeout = min(worker.timeout_s, end - time.monotonic())
+            if timeout <= 0:
+                break
+        frame = read_frame()
+        if frame is None:
+            last = VerifyResult.failed(Reason.NO_FRAME, threshold)
+            continue
+        last = worker.verify(frame, reference, timeout)
+        scores.append(last.live_score)
+        if last.reason in (Reason.BAD_TEMPLATE, Reason.TEMPLATE_MODEL, Reason.REPLAYED_REFERENCE):
+            return last, None
+        if last.accepted and match is None:
+            match = last
+        if last.reason is Reason.NO_MATCH and (
+            best is None or (last.distance or 0.0) < (best.distance or 0.0)
+        ):
+            best = last
+        if match is not None and (
+            not use_pad
+            or _live_so_far(scores, worker.settings.pad_threshold, min(pad_min_frames, attempts))
+        ):
+            break
+    face = match or best or last
+    if not use_pad:
+        return face, None
+    return face, fuse_pad(scores, worker.settings.pad_threshold)
+
+
+def _live_so_far(scores: Sequence[float | None], threshold: float, min_frames: int) -> bool:
+    seen = [s for s in scores if s is not None]
+    return len(seen) >= min_frames and sum(seen) / len(seen) >= threshold
 
 
 def verify_attempts(
@@ -398,7 +518,11 @@ def verify_attempts(
             last = VerifyResult.failed(Reason.NO_FRAME, worker.settings.threshold)
             continue
         last = worker.verify(frame, reference, timeout)
-        if last.accepted or last.reason is Reason.BAD_TEMPLATE:
+        if last.accepted or last.reason in (
+            Reason.BAD_TEMPLATE,
+            Reason.TEMPLATE_MODEL,
+            Reason.REPLAYED_REFERENCE,
+        ):
             return last
         if last.reason is Reason.NO_MATCH and (
             best is None or (last.distance or 0.0) < (best.distance or 0.0)

@@ -1,4 +1,9 @@
-"""Template enrolment: each guest's grant photo encoded once, the template kept sealed."""
+"""Template enrolment: each guest's grant photo encoded once, the template kept sealed.
+
+Templates name their model; when the site's ``[face] model`` changes, every
+template of another model is re-encoded from the photo inside the sealed signed
+grant (the photo is never written anywhere else), and the old template serves
+until the new one is made, so no guest is left without one."""
 
 from __future__ import annotations
 
@@ -19,6 +24,11 @@ TRANSIENT_FACE_REASONS = frozenset({"busy", "worker_starting", "timeout"})
 class TemplateEncoder(Protocol):
     """What enrolment needs of the face worker."""
 
+    @property
+    def model(self) -> str:
+        """The name of the face model whose templates it makes."""
+        ...
+
     def encode_reference(self, image: bytes, timeout: float) -> bytes | str:
         """A template from a photo, or the reason there is none."""
         ...
@@ -34,7 +44,8 @@ def enroll_template(
     """Encode the guest's grant photo once and keep the template sealed (blocking).
 
     A photo without a usable face is marked failed, with the reason; a busy or
-    restarting worker leaves the guest pending, to be tried again.
+    restarting worker leaves the guest pending (keeping any template of an
+    earlier model meanwhile), to be tried again.
     """
     photo = grants.guest_photo(grant_id, guest_id)
     if photo is None:
@@ -42,9 +53,11 @@ def enroll_template(
         return None
     made = face.encode_reference(photo, timeout)
     if isinstance(made, bytes):
-        grants.store_template(grant_id, guest_id, made, "ok")
+        grants.store_template(grant_id, guest_id, made, "ok", face.model)
         return made
-    if str(made) not in TRANSIENT_FACE_REASONS:
+    if str(made) in TRANSIENT_FACE_REASONS:
+        grants.store_template(grant_id, guest_id, None, "pending")
+    else:
         grants.store_template(grant_id, guest_id, None, f"failed:{made}")
         log.warning(
             "grant photo gives no face template", extra={"grant_id": grant_id, "reason": str(made)}
@@ -53,7 +66,9 @@ def enroll_template(
 
 
 def enroll_pending(grants: GrantStore, face: TemplateEncoder) -> int:
-    """Enrol every guest still waiting for a template (blocking); how many were made."""
+    """Enrol every guest still waiting for a template, and re-encode every template of
+    another model from its sealed signed grant (blocking); how many were made."""
+    grants.requeue_other_models(face.model)
     made = 0
     for grant_id, guest_id in grants.pending_templates():
         if enroll_template(grants, face, grant_id, guest_id) is not None:

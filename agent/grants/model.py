@@ -11,7 +11,8 @@ class GrantPolicy:
     """Per-grant policy from the platform, on top of the site's."""
 
     pin_reentry: bool = True
-    liveness: Literal["off", "blink"] | None = None  # None: the site's setting
+    liveness: Literal["off", "blink", "pad", "pad+blink"] | None = None
+    """What the grant asks for; the site's setting is a floor it cannot lower (door decision)."""
 
     @classmethod
     def from_body(cls, raw: object) -> GrantPolicy:
@@ -19,10 +20,13 @@ class GrantPolicy:
         if not isinstance(raw, dict):
             return cls()
         liveness = raw.get("liveness")
-        return cls(
-            pin_reentry=bool(raw.get("pin_reentry", True)),
-            liveness="off" if liveness == "off" else "blink" if liveness == "blink" else None,
-        )
+        modes: dict[object, Literal["off", "blink", "pad", "pad+blink"]] = {
+            "off": "off",
+            "blink": "blink",
+            "pad": "pad",
+            "pad+blink": "pad+blink",
+        }
+        return cls(pin_reentry=bool(raw.get("pin_reentry", True)), liveness=modes.get(liveness))
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class VerifiedGuest:
     template_status: str
     # Held in memory only, for comparison with the card; never logged.
     id_number: str = field(repr=False)
+    name: str = field(default="", repr=False)
     pin: str | None = field(default=None, repr=False)
 
     def covers(self, lock: str) -> bool:

@@ -552,20 +552,52 @@ class GrantStore:
             return None
 
     def store_template(
-        self, grant_id: str, guest_id: str, template: bytes | None, status: str
+        self,
+        grant_id: str,
+        guest_id: str,
+        template: bytes | None,
+        status: str,
+        model: str | None = None,
     ) -> None:
-        """Keep a computed template (sealed), or the reason none could be made."""
+        """Keep a computed template (sealed) and the model that made it, or why none was made.
+
+        With no template, a template of an earlier model is kept (its guest is
+        not left without one) unless the photo itself is unusable or gone."""
         sealed = (
             None
             if template is None
             else self._box.seal(template, f"face-template:{grant_id}:{guest_id}")
         )
         with self._store.write() as conn:
+            if template is None and status == "pending":
+                conn.execute(
+                    "UPDATE grant_guests SET template_status = ?"
+                    " WHERE grant_id = ? AND guest_id = ?",
+                    (status, grant_id, guest_id),
+                )
+                return
             conn.execute(
-                "UPDATE grant_guests SET template = ?, template_status = ?"
+                "UPDATE grant_guests SET template = ?, template_status = ?, template_model = ?"
                 " WHERE grant_id = ? AND guest_id = ?",
-                (sealed, status, grant_id, guest_id),
+                (sealed, status, model if template is not None else None, grant_id, guest_id),
             )
+
+    def requeue_other_models(self, model: str) -> int:
+        """Mark for re-encoding every template not made by ``model``; how many.
+
+        Their templates stay until the new ones are made (a door visit in
+        between re-encodes on the spot: the worker refuses a template of
+        another model, never compares it)."""
+        with self._store.write() as conn:
+            count = conn.execute(
+                "UPDATE grant_guests SET template_status = 'pending'"
+                " WHERE template IS NOT NULL AND coalesce(template_model, 'dlib') != ?"
+                " AND template_status != 'pending'",
+                (model,),
+            ).rowcount
+        if count:
+            log.info("face templates of another model queued", extra={"count": count})
+        return int(count)
 
     def pending_templates(self) -> list[tuple[str, str]]:
         """(grant_id, guest_id) of guests whose photo still needs encoding."""
@@ -743,6 +775,7 @@ class GrantStore:
                     checked_in_at=checked_in_at,
                     template_status=template_status,
                     id_number=str(guest["id_number"]).upper(),
+                    name=str(guest.get("name", "")),
                     pin=grant.get("pin"),
                 )
         log.error("guest row without a signed guest; ignored", extra={"grant_id": grant_id})

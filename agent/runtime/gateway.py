@@ -307,7 +307,8 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
             face_attempts=config.face.attempts,
             face_timeout_s=config.face.timeout_s,
         ),
-        card_photo_image=card_photo_image,
+        # The chip's photo is a reference only where the site trusts its reader line.
+        card_photo_image=card_photo_image if config.face.card_photo_reference else None,
         eid=EidSettings(
             answer_timeout_s=config.eid.answer_timeout_s,
             code_lifetime_s=config.eid.code_lifetime_s,

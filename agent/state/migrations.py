@@ -244,4 +244,13 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX outbox_droppable ON outbox (seq) WHERE droppable = 1;
         """,
     ),
+    Migration(
+        8,
+        "face template model",
+        """
+        -- Which face model made each template (NULL: made before models were named, dlib).
+        -- A change of [face] model re-encodes every template of another model.
+        ALTER TABLE grant_guests ADD COLUMN template_model TEXT;
+        """,
+    ),
 ]

@@ -103,4 +103,6 @@ def test_face_eval_on_a_labelled_folder(tmp_path: Path) -> None:
 def test_demo_plays_the_whole_day() -> None:
     result = run("demo", timeout=400)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "all steps as expected: 11/11" in result.stdout
+    assert "all steps as expected: 12/12" in result.stdout
+    # The printed photo of guest A is refused as no live person.
+    assert "A printed photo of guest A is held up with the card" in result.stdout

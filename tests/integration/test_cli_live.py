@@ -13,7 +13,7 @@ import pytest
 from agent.config.schema import load_config
 from agent.runtime.control import ControlError, call
 from firmware_sim.site import SimulatedSite
-from tests.support.e2e import EXAMPLES, OBAMA, Guest, make_guest, present
+from tests.support.e2e import EXAMPLES, GUEST_A, Guest, make_guest, present
 
 pytestmark = pytest.mark.skipif(
     not EXAMPLES.is_dir(), reason=f"face photos not found at {EXAMPLES}"
@@ -29,7 +29,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimulatedSite, Guest]]:
     simulated = SimulatedSite(["L101"], tmp_path_factory.mktemp("cli"), secure_channel=False)
     simulated.start()
-    guest = make_guest(OBAMA, name="钱多多")
+    guest = make_guest(GUEST_A, name="钱多多")
     platform = simulated.building.platform
     platform.wait_ack(platform.put_grant("G-cli", ["L101"], [guest.entry()], room="8"))
     mark = present(simulated, "L101", guest.card, guest.live_photo)

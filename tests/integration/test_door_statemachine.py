@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 import io
 import json
 import logging
@@ -51,6 +52,7 @@ from agent.door.decision import SitePolicy
 from agent.door.doors import DoorDevices, FlowSettings
 from agent.door.flow import DoorFlow
 from agent.face.detect import Reason
+from agent.face.template import template_to_bytes
 from agent.face.verify import FaceSettings, VerifyResult
 from agent.grants.store import GrantStore
 from agent.runtime.logs import JsonLineFormatter
@@ -105,14 +107,18 @@ class FakeFace:
     person: int = 0
     timeout_s: float = 1.0
     settings: FaceSettings = field(default_factory=FaceSettings)
+    model: str = "mobilefacenet"
 
     def encode_reference(self, image: bytes, timeout: float | None = None) -> bytes:
-        return b"template:" + image
+        # A template in the real format, named after the configured model.
+        values = np.frombuffer(hashlib.sha512(image).digest() * 2, dtype=np.uint8)
+        return template_to_bytes(values.astype(np.float64), self.model)
 
     def verify(self, frame: np.ndarray, reference: bytes, timeout: float | None = None) -> Any:
-        match = reference == b"template:face-of-%d" % self.person
+        match = reference == self.encode_reference(b"face-of-%d" % self.person)
         reason = Reason.MATCH if match else Reason.NO_MATCH
-        return VerifyResult(match, reason, 0.5, 0.3 if match else 0.8, b"crop", 1.0)
+        # The person at this fake door is always live (PAD's live probability).
+        return VerifyResult(match, reason, 0.5, 0.3 if match else 0.8, b"crop", 1.0, 0.9)
 
     def encodings(self, frame: np.ndarray, timeout: float | None = None) -> list[np.ndarray]:
         return []

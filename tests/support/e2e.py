@@ -6,14 +6,29 @@ from pathlib import Path
 
 from firmware_sim.guests import Guest, make_guest
 from firmware_sim.idcards import VirtualCard
-from firmware_sim.photos import BIDEN, EXAMPLES, KNN, OBAMA, STRANGER, TWO_PEOPLE
+from firmware_sim.photos import (
+    BIDEN,
+    EXAMPLES,
+    GUEST_A,
+    GUEST_B,
+    KNN,
+    NUAA,
+    OBAMA,
+    PRINTED_A,
+    STRANGER,
+    TWO_PEOPLE,
+)
 from firmware_sim.site import SimulatedSite
 
 __all__ = [
     "BIDEN",
     "EXAMPLES",
+    "GUEST_A",
+    "GUEST_B",
     "KNN",
+    "NUAA",
     "OBAMA",
+    "PRINTED_A",
     "STRANGER",
     "TWO_PEOPLE",
     "Guest",

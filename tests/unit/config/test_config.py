@@ -60,7 +60,19 @@ BAD_CONFIGS = [
         _with(buses=[BUS], doors=[DOOR, {**DOOR, "id": "L102"}]),
         "'bus0:1' appears more than once",
     ),
-    ("threshold out of range", _with(face={"threshold": 1.5}), "face.threshold = 1.5"),
+    ("threshold out of range", _with(face={"threshold": 2.5}), "face.threshold = 2.5"),
+    (
+        "liveness off without saying so",
+        _with(face={"liveness": "off"}),
+        "liveness = 'off' lets a printed photo of a guest match; it needs"
+        " allow_without_liveness = true",
+    ),
+    (
+        "pad on dlib",
+        _with(face={"model": "dlib"}),
+        "liveness = 'pad' needs model = 'mobilefacenet'",
+    ),
+    ("face model unknown", _with(face={"model": "facenet"}), "face.model = 'facenet'"),
     ("liveness mode unknown", _with(face={"liveness": "wink"}), "face.liveness = 'wink'"),
     ("negative grace", _with(policy={"offline_grace_h": -1}), "policy.offline_grace_h = -1"),
     ("command decoder without command", _with(readers={"wlt_decoder": "command"}), "wlt_command"),

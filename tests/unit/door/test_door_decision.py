@@ -32,9 +32,10 @@ GUEST = VerifiedGuest(
     checked_in_at=None,
     template_status="ok",
     id_number=ID,
+    name="张三",
     pin="246810",
 )
-MATCH = FaceOutcome(True, 0.31, 0.45, "match")
+MATCH = FaceOutcome(True, 0.31, 0.45, "match", liveness_passed=True)
 MISMATCH = FaceOutcome(False, 0.72, 0.45, "no_match")
 POLICY = SitePolicy()
 FRESH = NOW - 60  # last contact with the platform
@@ -49,7 +50,7 @@ def test_first_entry_needs_the_face_then_opens_with_card_and_face() -> None:
     assert not first.granted and first.needs_face and first.guest == GUEST
     final = decide(card(MATCH), [GUEST], DoorHistory(), POLICY, NOW, FRESH)
     assert final.granted and final.first_entry
-    assert final.factors == ("id_card", "face")
+    assert final.factors == ("id_card", "face", "liveness")  # PAD by default
 
 
 def test_face_of_someone_else_is_refused_as_mismatch() -> None:
@@ -116,7 +117,71 @@ def test_liveness_from_site_or_grant_policy() -> None:
     )
     assert ok.granted and "liveness" in ok.factors
     per_grant = replace(GUEST, policy=GrantPolicy(liveness="blink"))
-    assert decide(card(), [per_grant], DoorHistory(), POLICY, NOW, FRESH).liveness == "blink"
+    off_site = SitePolicy(liveness="off")
+    assert decide(card(), [per_grant], DoorHistory(), off_site, NOW, FRESH).liveness == "blink"
+
+
+def test_presentation_attack_detection_is_the_default() -> None:
+    assert POLICY.liveness == "pad"
+    assert decide(card(), [GUEST], DoorHistory(), POLICY, NOW, FRESH).liveness == "pad"
+    unchecked = replace(MATCH, liveness_passed=None)
+    d = decide(card(unchecked), [GUEST], DoorHistory(), POLICY, NOW, FRESH)
+    assert not d.granted and d.reason == "liveness_failed"
+    # A printed photo of somebody else: refused as a picture, not as a stranger.
+    photo = replace(MISMATCH, liveness_passed=False)
+    d = decide(card(photo), [GUEST], DoorHistory(), POLICY, NOW, FRESH)
+    assert not d.granted and d.reason == "liveness_failed" and d.say == SAY_FACE_NOT_RECOGNISED
+
+
+@pytest.mark.parametrize(
+    ("site", "grant", "required"),
+    [
+        ("pad", "off", "pad"),  # a grant saying off does not lower the site's floor
+        ("pad", None, "pad"),
+        ("pad", "blink", "pad+blink"),
+        ("pad+blink", "off", "pad+blink"),
+        ("pad+blink", "pad", "pad+blink"),
+        ("blink", "pad", "pad+blink"),
+        ("off", "off", "off"),
+        ("off", "pad", "pad"),
+    ],
+)
+def test_site_liveness_is_a_floor(site: str, grant: str | None, required: str) -> None:
+    guest = replace(GUEST, policy=GrantPolicy(liveness=grant))  # type: ignore[arg-type]
+    policy = SitePolicy(liveness=site)  # type: ignore[arg-type]
+    assert decide(card(), [guest], DoorHistory(), policy, NOW, FRESH).liveness == required
+
+
+def test_replayed_reference_is_refused_as_such() -> None:
+    replay = FaceOutcome(False, 0.01, 0.5, "replayed_reference", liveness_passed=True)
+    d = decide(card(replay), [GUEST], DoorHistory(), POLICY, NOW, FRESH)
+    assert not d.granted and d.reason == "replayed_reference"
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["张三", "张 三", "张\u3000三", " 张三 ", "\uff5a\uff48\uff41\uff4e\uff47 san"],
+)
+def test_card_name_matches_the_grant_normalised(written: str) -> None:
+    """Width and spacing are how a name was typed, not who it is."""
+    from agent.door.decision import names_match
+
+    grant_name = "zhang san" if written.startswith("\uff5a") else "张三"
+    assert names_match((written, ""), grant_name)
+    assert names_match(("", "ZHANG SAN"), "Zhang San")
+    assert names_match(("阿依古丽・买买提",), "阿依古丽·买买提")
+
+
+def test_card_in_another_name_is_refused_before_the_face() -> None:
+    other = card(card_names=("李四", ""))
+    d = decide(other, [GUEST], DoorHistory(), POLICY, NOW, FRESH)
+    assert not d.granted and d.reason == "name_mismatch" and d.guest == GUEST
+    assert not d.needs_face and d.say == SAY_SEE_HOST
+    same = decide(card(card_names=("张 三", "")), [GUEST], DoorHistory(), POLICY, NOW, FRESH)
+    assert same.needs_face
+    nameless = replace(GUEST, name="")
+    d = decide(card(card_names=("张三", "")), [nameless], DoorHistory(), POLICY, NOW, FRESH)
+    assert d.reason == "name_mismatch"  # a grant without a name matches no card
 
 
 def pin(value: str = "246810") -> Presentation:

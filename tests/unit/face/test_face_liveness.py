@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
-from agent.face import BlinkDetector, FaceEngine, FaceSettings, LivenessOff
+from agent.face import BlinkDetector, DlibFaceModel, FaceSettings, LivenessOff, load_face_model
 from agent.face.liveness import eye_aspect_ratio, face_ear, has_blink
 from firmware_sim.camera import SimCamera
 from tests.support.face import EXAMPLES, KNN_TRAIN, close_eyes, photo, require_faces
 
 
-@pytest.fixture(scope="module")
-def engine() -> FaceEngine:
+@pytest.fixture(scope="module", params=["dlib", "mobilefacenet"])
+def engine(request: pytest.FixtureRequest) -> Any:
+    """dlib's HOG boxes, or YuNet's (liveness "pad+blink"), under the same 68-point model."""
     require_faces()
-    return FaceEngine(FaceSettings(liveness="blink"))
+    if request.param == "dlib":
+        return DlibFaceModel(FaceSettings(model="dlib", liveness="blink"))
+    return load_face_model(FaceSettings(liveness="pad+blink"))
 
 
 @pytest.fixture(scope="module")
-def blink(engine: FaceEngine) -> BlinkDetector:
+def blink(engine: Any) -> BlinkDetector:
     return BlinkDetector(engine.landmarks68)
 
 
@@ -41,7 +46,7 @@ def test_blink_series() -> None:
     assert not has_blink([0.1, 0.05, 0.1], **kw)  # no open eye ever seen
 
 
-def test_still_photo_burst_fails(engine: FaceEngine, blink: BlinkDetector) -> None:
+def test_still_photo_burst_fails(engine: Any, blink: BlinkDetector) -> None:
     cam = SimCamera("480p")
     cam.show(photo(EXAMPLES / "obama-480p.jpg"))
     frames = [cam.read() for _ in range(6)]
@@ -50,7 +55,7 @@ def test_still_photo_burst_fails(engine: FaceEngine, blink: BlinkDetector) -> No
     assert result.faces == 6
 
 
-def test_blink_burst_passes(engine: FaceEngine, blink: BlinkDetector) -> None:
+def test_blink_burst_passes(engine: Any, blink: BlinkDetector) -> None:
     for path in (EXAMPLES / "obama-480p.jpg", KNN_TRAIN / "biden" / "biden2.jpg"):
         face = photo(path)
         landmarks = engine.landmarks68(face)

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 from agent.face import FaceSettings, FaceWorker, Reason, verify_attempts
+from agent.face.modelfiles import ModelFileError
+from agent.face.worker import verify_burst
 from firmware_sim.camera import SimCamera
-from tests.support.face import KNN_TRAIN, photo, require_faces
+from tests.support.face import FACES, KNN_TRAIN, photo, require_faces
 
 LOAD_S = 90.0  # spawning and loading the models, generous for a loaded 2-core machine
 
@@ -63,7 +65,11 @@ def test_verify_in_the_worker(worker: FaceWorker, ref: bytes) -> None:
     assert not refused.accepted and refused.reason is Reason.NO_MATCH
     rss = worker.rss_bytes()
     assert rss is not None and rss > 20 * 2**20  # the models are loaded over there
-    assert worker.liveness([live_frame()]).reason == "off"
+    off = FaceWorker(FaceSettings(liveness="off"), timeout_s=1.0)
+    try:
+        assert off.liveness([live_frame()]).reason == "off"  # answered without the child
+    finally:
+        off.close()
 
 
 def test_worker_error_is_a_failed_attempt_and_worker_survives(
@@ -145,7 +151,54 @@ def test_timeout_returns_failed_verify_result(worker: FaceWorker, ref: bytes) ->
 def test_missing_model_is_a_configuration_error(tmp_path: Path) -> None:
     missing = tmp_path / "resnet.dat"
     with pytest.raises(FileNotFoundError, match=r"resnet\.dat"):
-        FaceWorker(FaceSettings(recognition_model=missing))
+        FaceWorker(FaceSettings(model="dlib", liveness="off", recognition_model=missing))
+    with pytest.raises(ModelFileError, match=r"SHA256SUMS"):
+        FaceWorker(FaceSettings(models_dir=tmp_path))
+
+
+NUAA = FACES / "nuaa"
+
+
+def nuaa_frames(kind: str, person: str, n: int) -> list[np.ndarray]:
+    require_faces()
+    return [photo(p) for p in sorted((NUAA / kind / person).glob("*.jpg"))[:n]]
+
+
+def test_printed_photo_is_refused_and_live_frames_pass(worker: FaceWorker) -> None:
+    """PAD over a burst in the worker: the same person, live at the webcam or printed."""
+    live = worker.liveness(nuaa_frames("live", "0003", 3))
+    assert live.passed and live.reason == "live" and live.score is not None
+    assert live.score >= worker.settings.pad_threshold and live.faces == 3
+    attack = worker.liveness(nuaa_frames("attack", "0003", 3))
+    assert not attack.passed and attack.reason == "attack"
+    assert attack.score is not None and attack.score < worker.settings.pad_threshold
+    nobody = worker.liveness([np.full((480, 640, 3), 90, np.uint8)])
+    assert not nobody.passed and nobody.reason == "no_face"
+    assert live.as_record("pad")["score"] == live.score
+
+
+def test_burst_matches_on_any_frame_and_fuses_pad(worker: FaceWorker) -> None:
+    """A guest is refused only when no frame of the attempt matches; PAD is the mean
+    live probability over the attempt's frames."""
+    ref_photo = (sorted((NUAA / "live" / "0005").glob("*.jpg"))[0]).read_bytes()
+    reference = worker.encode_reference(ref_photo)
+    assert isinstance(reference, bytes)
+    frames = nuaa_frames("live", "0005", 8)[1:4]
+    cam = SimCamera("480p")
+    blurred = cv2.GaussianBlur(frames[0], (0, 0), 6)
+    cam.show_sequence([blurred, frames[1], frames[2]], loop=False)
+    face, liveness = verify_burst(worker, cam.read, reference, attempts=3)
+    assert face.accepted and liveness is not None and liveness.passed
+    assert liveness.frames == 3 and liveness.faces == 2  # the blurred frame has no PAD score
+    # Matched and live on two scored frames: the attempt ends without the third.
+    cam.show_sequence(frames, loop=False)
+    served = cam.frames_served
+    face, liveness = verify_burst(worker, cam.read, reference, attempts=3)
+    assert face.accepted and liveness is not None and liveness.passed
+    assert cam.frames_served - served == 2 and liveness.faces == 2
+    cam.show_sequence(nuaa_frames("attack", "0005", 3), loop=False)
+    face, liveness = verify_burst(worker, cam.read, reference, attempts=3)
+    assert liveness is not None and not liveness.passed and liveness.reason == "attack"
 
 
 def test_closed_worker_fails_closed(ref: bytes) -> None:
