@@ -36,6 +36,8 @@ from firmware_sim.site import SimulatedSite
 GRANT = "G-20261122-101"
 EID_GRANT = "G-20261122-102"
 DOOR, GATE, SIDE = "L101", "L102", "L103"  # SIDE: a Bluetooth LE lock (simulated Nuki)
+# The gateway's default [policy] card_reuse_window_s.
+CARD_REUSE_WINDOW_S = 10.0
 
 
 class StepFailed(Exception):
@@ -167,6 +169,10 @@ def step_second_guest(day: Day) -> None:
 def step_ble_door(day: Day) -> None:
     mark = day.platform.last_seq
     day.say(f"{SIDE} has a Bluetooth LE lock (paired with `lockgw locks pair {SIDE}`)")
+    # One person, one door: the same card at another door within [policy]
+    # card_reuse_window_s (10 s) of an opening is refused card_in_use.
+    day.say("guest B walks round to the side door")
+    time.sleep(CARD_REUSE_WINDOW_S + 0.5)
     day.present(SIDE, "guest B", GUEST_B[1])
     day.relay(SIDE, True, within=15)
     day.received("door.opened", mark, lock=SIDE, grant_id=GRANT)
@@ -282,12 +288,12 @@ DAY: list[tuple[str, Callable[[Day], None]]] = [
     ("A check-in grant arrives from the platform", step_grant),
     ("Guest A checks in: ID card + face (人证合一)", step_checkin),
     ("Guest B of the same booking checks in", step_second_guest),
-    ("Guest B uses the side door: a Bluetooth LE lock", step_ble_door),
     ("Guest C checks in with the electronic ID (网证) at the QR scanner", step_eid),
     ("Guest D's 网证 code has expired: refused", step_eid_expired),
     ("A stranger tries guest A's card", step_stranger),
     ("A printed photo of guest A is held up with the card", step_printed_photo),
     ("A door is forced", step_forced),
+    ("Guest B uses the side door: a Bluetooth LE lock", step_ble_door),
     ("Network down: guest A enters; network back: the record arrives", step_offline),
     ("The grant is revoked: the card no longer opens", step_revoke),
     ("Privacy: what the gateway keeps on disk", step_privacy),
