@@ -15,20 +15,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import fcntl
-import json
-import os
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+from agent.devices.keyfile import KeyFile
 from agent.state.secretbox import SecretBox, SecretBoxError
 
 KEY_FILE_NAME = "osdp-keys.json"
 SCBK_BYTES = 16
-_FORMAT = 1
 
 
 class LockKeyError(Exception):
@@ -46,6 +40,7 @@ class LockKeyStore:
     def __init__(self, state_dir: Path, box: SecretBox) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / KEY_FILE_NAME
+        self._file = KeyFile(self.path, "OSDP key file", LockKeyError)
         self._box = box
 
     @classmethod
@@ -68,7 +63,7 @@ class LockKeyStore:
         prefix = f"{bus}/"
         return sorted(
             int(slot[len(prefix) :])
-            for slot, entry in self._load()["locks"].items()
+            for slot, entry in self._file.load()["locks"].items()
             if slot.startswith(prefix) and "scbk" in entry
         )
 
@@ -76,7 +71,7 @@ class LockKeyStore:
     def put(self, bus: str, address: int, scbk: bytes) -> None:
         """Set the lock's current key (dropping any pending one)."""
         _check_key(scbk)
-        with self._locked() as data:
+        with self._file.locked() as data:
             entry = data["locks"].setdefault(_slot(bus, address), {})
             entry["scbk"] = self._seal(bus, address, "scbk", scbk)
             entry.pop("pending", None)
@@ -84,7 +79,7 @@ class LockKeyStore:
     def put_pending(self, bus: str, address: int, scbk: bytes) -> None:
         """Record a key about to be sent to the lock."""
         _check_key(scbk)
-        with self._locked() as data:
+        with self._file.locked() as data:
             entry = data["locks"].setdefault(_slot(bus, address), {})
             entry["pending"] = self._seal(bus, address, "pending", scbk)
 
@@ -98,14 +93,14 @@ class LockKeyStore:
 
     def discard_pending(self, bus: str, address: int) -> None:
         """Forget a pending key the lock did not take."""
-        with self._locked() as data:
+        with self._file.locked() as data:
             entry = data["locks"].get(_slot(bus, address))
             if entry is not None:
                 entry.pop("pending", None)
 
     def remove(self, bus: str, address: int) -> None:
         """Forget every key of a lock (it was removed from the building)."""
-        with self._locked() as data:
+        with self._file.locked() as data:
             data["locks"].pop(_slot(bus, address), None)
 
     # ----------------------------------------------------------- internals
@@ -114,7 +109,7 @@ class LockKeyStore:
         return base64.b64encode(blob).decode("ascii")
 
     def _read_slot(self, bus: str, address: int, kind: str) -> bytes | None:
-        entry = self._load()["locks"].get(_slot(bus, address))
+        entry = self._file.load()["locks"].get(_slot(bus, address))
         if not entry or kind not in entry:
             return None
         try:
@@ -128,59 +123,6 @@ class LockKeyStore:
         if len(key) != SCBK_BYTES:
             raise LockKeyError(f"{self.path}: lock {_slot(bus, address)} holds a malformed key")
         return key
-
-    def _load(self) -> dict[str, Any]:
-        try:
-            raw = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {"format": _FORMAT, "locks": {}}
-        except OSError as exc:
-            raise LockKeyError(f"{self.path}: cannot read: {exc.strerror}") from exc
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise LockKeyError(f"{self.path}: not valid JSON (line {exc.lineno})") from exc
-        if (
-            not isinstance(data, dict)
-            or data.get("format") != _FORMAT
-            or not isinstance(data.get("locks"), dict)
-        ):
-            raise LockKeyError(f"{self.path}: not a lockgw OSDP key file (format {_FORMAT})")
-        return data
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, Any]]:
-        """Read-modify-write under an advisory lock; written atomically on success."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(self.state_dir / (KEY_FILE_NAME + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            data = self._load()
-            yield data
-            self._write(data)
-        finally:
-            os.close(lock_fd)
-
-    def _write(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(data, out, indent=1, sort_keys=True)
-                out.write("\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
-        dir_fd = os.open(self.state_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _slot(bus: str, address: int) -> str:
