@@ -124,7 +124,7 @@ class CardVisit:
             id_number=number,
             card_names=names,
         )
-        decision = self._decide(presentation, candidates)
+        decision = self.decide(presentation, candidates)
         if in_use is not None and number is not None and (decision.granted or decision.needs_face):
             # It would open here, but the card is in use at another door.
             alert: Record = (
@@ -159,7 +159,7 @@ class CardVisit:
                 card_names=names,
                 face=face_outcome,
             )
-            decision = self._decide(presentation, candidates)
+            decision = self.decide(presentation, candidates)
         if not decision.granted:
             return await self._opener.refuse(
                 door,
@@ -208,7 +208,8 @@ class CardVisit:
             door, decision, records, started, now=now, checkin=(guest.grant_id, guest.guest_id, now)
         )
 
-    def _decide(self, presentation: Presentation, candidates: list[VerifiedGuest]) -> Decision:
+    def decide(self, presentation: Presentation, candidates: list[VerifiedGuest]) -> Decision:
+        """The pure decision with this door's history, the site's policy and trusted time."""
         return decide(
             presentation,
             candidates,

@@ -39,10 +39,7 @@ import numpy as np
 from agent.door.card import CardVisit
 from agent.door.decision import (
     SAY_SEE_HOST,
-    Decision,
-    DoorHistory,
     Presentation,
-    decide,
     deny,
 )
 from agent.door.doors import DoorDevices, FlowSettings, Record, VisitOutcome
@@ -171,7 +168,6 @@ class EidVisit:
         eid: EidSettings,
         opener: DoorOpener,
         recorder: VisitRecorder,
-        history: Callable[[str], DoorHistory],
         faces: CardVisit,
         face: FaceWorker | None,
         requests: PendingRequests,
@@ -186,7 +182,6 @@ class EidVisit:
         self._eid = eid
         self._opener = opener
         self._recorder = recorder
-        self._history = history
         self._faces = faces
         self._face = face
         self._requests = requests
@@ -251,7 +246,7 @@ class EidVisit:
             self._grants.guests_for_card, number
         )
         presentation = Presentation(lock=door.lock_id, kind="card", id_number=number)
-        decision = self._decide(presentation, candidates)
+        decision = self._faces.decide(presentation, candidates)
         face_result: Any = None
         liveness_doc: dict[str, Any] = {"mode": "off"}
         if decision.needs_face and decision.guest is not None:
@@ -259,7 +254,7 @@ class EidVisit:
                 door, decision.guest, decision.liveness, None
             )
             presentation = Presentation(lock=door.lock_id, kind="card", id_number=number, face=face)
-            decision = self._decide(presentation, candidates)
+            decision = self._faces.decide(presentation, candidates)
         if not decision.granted:
             return await self._opener.refuse(
                 door,
@@ -305,16 +300,6 @@ class EidVisit:
         )
         return await self._opener.admit(
             door, decision, records, started, now=now, checkin=(guest.grant_id, guest.guest_id, now)
-        )
-
-    def _decide(self, presentation: Presentation, candidates: list[VerifiedGuest]) -> Decision:
-        return decide(
-            presentation,
-            candidates,
-            self._history(presentation.lock),
-            self._settings.policy,
-            self._clock.now(),
-            self._clock.last_contact(),
         )
 
     async def _refuse(

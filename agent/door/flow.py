@@ -112,7 +112,6 @@ class DoorFlow:
                 eid=eid,
                 opener=self._opener,
                 recorder=self.recorder,
-                history=self._pin.history,
                 faces=self._card,
                 face=face,
                 requests=eid_requests,

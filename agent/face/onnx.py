@@ -35,13 +35,11 @@ from agent.face.modelfiles import (
 )
 from agent.face.settings import FaceSettings
 from agent.face.template import (
-    BadTemplateError,
     face_crop_jpeg,
-    parse_template,
     prepare_reference,
     template_to_bytes,
 )
-from agent.face.verify import VerifyResult, decode_image
+from agent.face.verify import VerifyResult, decode_image, reference_and_frame_check
 
 MODEL_NAME = "mobilefacenet"
 
@@ -264,14 +262,9 @@ class OnnxFaceModel:
         def ms() -> float:
             return (time.perf_counter() - start) * 1000.0
 
-        try:
-            model, ref = parse_template(reference)
-        except BadTemplateError:
-            return VerifyResult.failed(Reason.BAD_TEMPLATE, threshold, ms())
-        if model != MODEL_NAME:
-            return VerifyResult.failed(Reason.TEMPLATE_MODEL, threshold, ms())
-        if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
-            return VerifyResult.failed(Reason.BAD_IMAGE, threshold, ms())
+        ref = reference_and_frame_check(reference, MODEL_NAME, bgr)
+        if isinstance(ref, Reason):
+            return VerifyResult.failed(ref, threshold, ms())
         face, det, _ = self._gated(bgr, self.settings.gates, self.settings.live_max_side)
         if face is None:
             return VerifyResult.failed(det.reason, threshold, ms())

@@ -194,14 +194,9 @@ class DlibFaceModel:
         def ms() -> float:
             return (time.perf_counter() - start) * 1000.0
 
-        try:
-            model, ref = parse_template(reference)
-        except BadTemplateError:
-            return VerifyResult.failed(Reason.BAD_TEMPLATE, threshold, ms())
-        if model != DLIB_MODEL_NAME:
-            return VerifyResult.failed(Reason.TEMPLATE_MODEL, threshold, ms())
-        if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
-            return VerifyResult.failed(Reason.BAD_IMAGE, threshold, ms())
+        ref = reference_and_frame_check(reference, DLIB_MODEL_NAME, bgr)
+        if isinstance(ref, Reason):
+            return VerifyResult.failed(ref, threshold, ms())
         enc, det = self.encode_frame(bgr)
         if enc is None or det.box is None:
             return VerifyResult.failed(det.reason, threshold, ms())
@@ -239,3 +234,17 @@ class DlibFaceModel:
         b = boxes[0]
         shape = sp68(rgb, self._dlib.rectangle(b.left, b.top, b.right, b.bottom))  # type: ignore[operator]
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
+def reference_and_frame_check(reference: bytes, model: str, bgr: np.ndarray) -> np.ndarray | Reason:
+    """The reference vector of ``model``, or why this comparison cannot run (a bad or
+    other-model template, a frame that is not 8-bit BGR)."""
+    try:
+        made_by, ref = parse_template(reference)
+    except BadTemplateError:
+        return Reason.BAD_TEMPLATE
+    if made_by != model:
+        return Reason.TEMPLATE_MODEL
+    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
+        return Reason.BAD_IMAGE
+    return ref
