@@ -31,7 +31,7 @@ import repo_path  # noqa: F401  (before the checkout's own modules: puts it on s
 from drivers.qr.camera import FrameDecoder
 from firmware_sim.guests import make_guest
 from firmware_sim.identity_service import SimIdentity
-from firmware_sim.photos import EXAMPLES, OBAMA
+from firmware_sim.photos import EXAMPLES, GUEST_A
 from firmware_sim.qrcodes import hold_up
 from firmware_sim.site import SimulatedSite
 
@@ -75,7 +75,7 @@ def bench_site(rounds: int, camera_rounds: int, platform_ms: float) -> dict[str,
         sim = platform.sim
         sim.identity.mode, sim.identity.delay_s = "slow", platform_ms / 1000
         for i in range(rounds + camera_rounds):
-            guest = make_guest(OBAMA)
+            guest = make_guest(GUEST_A)
             card = guest.card
             ready = site.gateway_status()["grants"]["templates_ready"]
             platform.wait_ack(platform.put_grant(f"G-{guest.guest_id}", [DOOR], [guest.entry()]))

@@ -28,7 +28,7 @@ from typing import Any
 import repo_path  # noqa: F401  (first: puts the checkout on sys.path)
 
 from firmware_sim.guests import make_guest
-from firmware_sim.photos import OBAMA
+from firmware_sim.photos import GUEST_A
 from firmware_sim.site import SimulatedSite
 
 
@@ -47,7 +47,7 @@ def soak(minutes: float, doors: int = 16) -> dict[str, Any]:
         building, platform = site.building, site.building.platform
         guests = {}
         for door in names:
-            guest = make_guest(OBAMA)
+            guest = make_guest(GUEST_A)
             platform.wait_ack(platform.put_grant(f"G-{door}", [door], [guest.entry()]))
             guests[door] = guest
         stop = threading.Event()
@@ -55,7 +55,7 @@ def soak(minutes: float, doors: int = 16) -> dict[str, Any]:
         def saturate_face() -> None:
             n = 0
             while not stop.is_set():
-                extra = make_guest(OBAMA)
+                extra = make_guest(GUEST_A)
                 with contextlib.suppress(Exception):
                     platform.wait_ack(platform.put_grant(f"X-{n}", [names[0]], [extra.entry()]))
                 n += 1

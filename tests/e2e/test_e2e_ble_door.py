@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from firmware_sim.site import SimulatedSite
-from tests.support.e2e import EXAMPLES, OBAMA, make_guest, present
+from tests.support.e2e import EXAMPLES, GUEST_A, make_guest, present
 
 pytestmark = pytest.mark.skipif(
     not EXAMPLES.is_dir(), reason=f"face photos not found at {EXAMPLES} (../shared/faces)"
@@ -97,7 +97,7 @@ def test_cli_lists_ble_locks_and_refuses_to_pair_under_the_daemon(site: Simulate
 
 
 def test_door_visit_over_ble_records_in_order(site: SimulatedSite) -> None:
-    guest = make_guest(OBAMA)
+    guest = make_guest(GUEST_A)
     platform = site.building.platform
     cmd = platform.put_grant("G-ble", [BLE_DOOR], [guest.entry()], room="103")
     assert platform.wait_ack(cmd)["status"] == "ok"
@@ -107,7 +107,7 @@ def test_door_visit_over_ble_records_in_order(site: SimulatedSite) -> None:
         "checkin.verified", lambda b: b["guest_id"] == guest.guest_id, after_seq=mark
     )
     opened = platform.wait_for_event("door.opened", lambda b: b["lock"] == BLE_DOOR, after_seq=mark)
-    assert opened["body"]["method"] == ["id_card", "face"]
+    assert opened["body"]["method"] == ["id_card", "face", "liveness"]
     assert checkin["seq"] < opened["seq"], "check-in recorded before the opening"
     site.building.open_door(BLE_DOOR)
     state_open = platform.wait_for_event(
@@ -147,7 +147,7 @@ def test_forced_door_battery_and_range_alerts(site: SimulatedSite) -> None:
     )
     # A guest arrives while the lock is out of reach: the opening is recorded first, then
     # its failure; the door stays shut.
-    guest = make_guest(OBAMA)
+    guest = make_guest(GUEST_A)
     cmd = platform.put_grant("G-ble-away", [BLE_DOOR], [guest.entry()], room="103")
     assert platform.wait_ack(cmd)["status"] == "ok"
     visit = present(site, BLE_DOOR, guest.card, guest.live_photo)

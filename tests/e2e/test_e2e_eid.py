@@ -15,7 +15,7 @@ import pytest
 from firmware_sim.identity_service import SimIdentity
 from firmware_sim.platform import new_okp
 from firmware_sim.site import SimulatedSite
-from tests.support.e2e import BIDEN, EXAMPLES, OBAMA, Guest, make_guest, stays_locked
+from tests.support.e2e import EXAMPLES, GUEST_A, GUEST_B, Guest, make_guest, stays_locked
 
 pytestmark = pytest.mark.skipif(
     not EXAMPLES.is_dir(), reason=f"face photos not found at {EXAMPLES} (../shared/faces)"
@@ -67,7 +67,7 @@ def identity_of(guest: Guest) -> SimIdentity:
     )
 
 
-def guest_with_grant(site: SimulatedSite, grant_id: str, photos: Any = OBAMA) -> Guest:
+def guest_with_grant(site: SimulatedSite, grant_id: str, photos: Any = GUEST_A) -> Guest:
     guest = make_guest(photos)
     platform = site.building.platform
     cmd = platform.put_grant(grant_id, [CAMERA_DOOR, SCANNER_DOOR], [guest.entry()])
@@ -109,7 +109,7 @@ def assert_checked_in(site: SimulatedSite, door: str, guest: Guest, mark: int) -
     )
     assert "card_photo_b64" not in body and body["eid_request_id"] == request["body"]["request_id"]
     assert body["face_distance"] <= body["face_threshold"] and body["live_jpeg_b64"]
-    assert opened["body"]["method"] == ["eid", "face"]
+    assert opened["body"]["method"] == ["eid", "face", "liveness"]
     assert request["body"]["live_jpeg_b64"], "the live face goes with the request"
     wait = ts(request["body"]["answer_by"]) - ts(request["body"]["at"])
     assert wait == pytest.approx(TIMEOUT_S, abs=0.002)
@@ -282,7 +282,7 @@ def test_without_a_link_the_door_refuses_at_once(site: SimulatedSite) -> None:
 
 
 def test_forged_results_open_nothing(site: SimulatedSite) -> None:
-    guest = guest_with_grant(site, "G-eid-forged", BIDEN)
+    guest = guest_with_grant(site, "G-eid-forged", GUEST_B)
     sim = site.building.platform.sim
     gw = site.building.gateway_id
     sim.identity.mode = "unreachable"  # the real answer never comes
