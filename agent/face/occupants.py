@@ -29,8 +29,6 @@ DEFAULT_SAME_PERSON = SAME_PERSON["mobilefacenet"]
 """Faces closer than this across frames are taken as the same person (the default model's
 unit vectors; dlib's descriptors need ``SAME_PERSON["dlib"]``, FaceSettings.same_person)."""
 
-ALERT_TYPE = "alert.unregistered_occupant"
-
 
 @dataclass(frozen=True)
 class OccupantCount:
@@ -43,19 +41,8 @@ class OccupantCount:
 
     @property
     def unregistered(self) -> int:
+        """Faces beyond the guests verified (the rule in agent.door.alerts raises the alert)."""
         return max(0, self.faces - self.verified)
-
-    def alert_body(self) -> dict[str, int] | None:
-        """Evidence for ``alert.unregistered_occupant`` (caller adds lock and at), or None."""
-        if self.unregistered == 0:
-            return None
-        return {
-            "faces_counted": self.faces,
-            "verified_guests": self.verified,
-            "unregistered": self.unregistered,
-            "frames": self.frames,
-            "max_faces_in_one_frame": self.max_in_one_frame,
-        }
 
 
 class OccupantCounter:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from agent.face import FaceModel, FaceSettings, OccupantCounter, load_face_model, watch_entry
-from agent.face.occupants import ALERT_TYPE
 from firmware_sim.camera import SimCamera
 from tests.support.face import DEEPFACE, EXAMPLES, KNN_TEST, KNN_TRAIN, photo, require_faces
 
@@ -50,8 +49,7 @@ def test_crowded_selfie_counts_a_lower_bound(engine: FaceModel) -> None:
     counter = OccupantCounter(engine.settings.same_person)
     counter.add_frame(engine.all_encodings(photo(DEEPFACE / "selfie-many-people.jpg")))
     assert (6 if engine.name == "mobilefacenet" else 4) <= counter.count <= 7
-    body = counter.result(verified=1).alert_body()
-    assert body is not None and body["unregistered"] == counter.count - 1
+    assert counter.result(verified=1).unregistered == counter.count - 1
 
 
 def test_same_person_across_frames_counts_once(engine: FaceModel) -> None:
@@ -70,16 +68,10 @@ def test_alert_only_when_more_faces_than_verified_guests() -> None:
     counter = OccupantCounter()
     a, b = np.zeros(128), np.full(128, 0.1)  # 1.13 apart: two people
     counter.add_frame([a, b])
-    assert counter.result(verified=2).alert_body() is None
-    body = counter.result(verified=1).alert_body()
-    assert body == {
-        "faces_counted": 2,
-        "verified_guests": 1,
-        "unregistered": 1,
-        "frames": 1,
-        "max_faces_in_one_frame": 2,
-    }
-    assert ALERT_TYPE == "alert.unregistered_occupant"
+    assert counter.result(verified=2).unregistered == 0
+    result = counter.result(verified=1)
+    assert (result.faces, result.verified, result.unregistered) == (2, 1, 1)
+    assert (result.frames, result.max_in_one_frame) == (1, 2)
 
 
 def test_two_faces_in_one_frame_are_two_people_even_if_alike() -> None:
@@ -125,7 +117,7 @@ def test_watch_entry_with_the_simulated_camera(engine: FaceModel) -> None:
     )
     assert result.faces == 2 and result.verified == 1 and result.unregistered == 1
     assert result.frames == 4  # five frames read, one skipped
-    assert result.alert_body() is not None
+    assert result.unregistered > 0
 
 
 def test_watch_entry_ends_after_its_duration() -> None:
@@ -133,4 +125,4 @@ def test_watch_entry_ends_after_its_duration() -> None:
     cam.show_nothing()
     result = watch_entry(cam.read, lambda f: [], verified=1, duration_s=0.3, frame_interval_s=0.05)
     assert result.faces == 0 and 2 <= result.frames <= 10
-    assert result.alert_body() is None
+    assert result.unregistered == 0
