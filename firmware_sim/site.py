@@ -112,6 +112,16 @@ class SimulatedSite:
         assert isinstance(result, dict)
         return result
 
+    def wait_templates_ready(self, timeout: float = 20.0) -> bool:
+        """Wait until the daemon has a face template for every guest with a grant photo
+        (grants arrive ahead of guests: a guest faster than the enrolment waits at the door)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.gateway_status().get("grants", {}).get("templates_pending", 1) == 0:
+                return True
+            time.sleep(0.2)
+        return False
+
     def stop_daemon(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         """Stop the daemon (SIGTERM by default; SIGKILL to simulate power loss)."""
         if self.daemon is None:

@@ -89,6 +89,7 @@ class GrantCounts:
     active: int
     guests: int
     templates_ready: int
+    templates_pending: int = 0  # grant photos not yet encoded
 
 
 class GrantStore:
@@ -660,10 +661,11 @@ class GrantStore:
                 " FROM grants",
                 (now, now),
             ).fetchone()
-            guests, ready = conn.execute(
-                "SELECT count(*), coalesce(sum(template IS NOT NULL), 0) FROM grant_guests"
+            guests, ready, pending = conn.execute(
+                "SELECT count(*), coalesce(sum(template IS NOT NULL), 0),"
+                " coalesce(sum(template_status = 'pending'), 0) FROM grant_guests"
             ).fetchone()
-        return GrantCounts(int(grants), int(active), int(guests), int(ready))
+        return GrantCounts(int(grants), int(active), int(guests), int(ready), int(pending))
 
     def list_masked(self, now: float) -> list[dict[str, Any]]:
         """Every stored grant, verified, for ``lockgw grants list``: personal data masked."""

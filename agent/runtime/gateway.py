@@ -181,6 +181,7 @@ class Gateway:
                 "active": counts.active,
                 "guests": counts.guests,
                 "templates_ready": counts.templates_ready,
+                "templates_pending": counts.templates_pending,
             },
             "clock": {
                 "mode": clock.mode,

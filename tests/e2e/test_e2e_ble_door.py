@@ -101,6 +101,7 @@ def test_door_visit_over_ble_records_in_order(site: SimulatedSite) -> None:
     platform = site.building.platform
     cmd = platform.put_grant("G-ble", [BLE_DOOR], [guest.entry()], room="103")
     assert platform.wait_ack(cmd)["status"] == "ok"
+    assert site.wait_templates_ready(), "face templates not made within 20 s"
     mark = present(site, BLE_DOOR, guest.card, guest.live_photo)
     assert site.building.wait_relay(BLE_DOOR, True, timeout=15), "the BLE lock did not unlock"
     checkin = platform.wait_for_event(

@@ -54,6 +54,8 @@ def grant(site: SimulatedSite, grant_id: str, guests: list[Guest], **kw: object)
     platform = site.building.platform
     cmd = platform.put_grant(grant_id, [DOOR, GATE], [g.entry() for g in guests], **kw)
     assert platform.wait_ack(cmd)["status"] == "ok"
+    # Grants arrive ahead of guests: the guests come once their templates are made.
+    assert site.wait_templates_ready(), "face templates not made within 20 s"
 
 
 def test_grant_is_acknowledged_and_held(site: SimulatedSite) -> None:

@@ -72,6 +72,7 @@ def guest_with_grant(site: SimulatedSite, grant_id: str, photos: Any = GUEST_A) 
     platform = site.building.platform
     cmd = platform.put_grant(grant_id, [CAMERA_DOOR, SCANNER_DOOR], [guest.entry()])
     assert platform.wait_ack(cmd)["status"] == "ok"
+    assert site.wait_templates_ready(), "face templates not made within 20 s"
     return guest
 
 
