@@ -147,6 +147,8 @@ def step_grant(day: Day) -> None:
     day.say(f"platform sends grant.put {GRANT}: room 101, doors {', '.join(doors)}, 2 guests")
     ack = day.platform.wait_ack(cmd)
     day.expect(ack["status"] == "ok", f"gateway acknowledged the grant ({ack['status']})")
+    # Grants arrive ahead of guests: the gateway encodes the grant photos meanwhile.
+    day.expect(day.site.wait_templates_ready(), "face templates made from the grant photos")
 
 
 def step_checkin(day: Day) -> None:
