@@ -32,6 +32,7 @@ from functools import reduce
 from pathlib import Path
 
 from firmware_sim.idcards import VirtualCard
+from firmware_sim.ptylink import point_link
 
 PREAMBLE = b"\xaa\xaa\xaa\x96\x69"
 
@@ -194,11 +195,7 @@ class IdReaderSimulator:
         tty.setraw(slave)
         os.set_blocking(master, False)
         self._master, self._slave = master, slave
-        tmp = self._dir / "ttyIDR0.new"
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(os.ttyname(slave))
-        os.replace(tmp, self._link)
+        point_link(self._link, slave)
 
     def _close_pty(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -33,6 +33,8 @@ from typing import Any
 import osdp
 import osdp_sys
 
+from firmware_sim.ptylink import point_link
+
 log_level_quiet = osdp.LogLevel.Emergency
 
 # OSDP output control codes (osdp_OUT), spec table "Output Control Codes".
@@ -443,11 +445,7 @@ class SimBus:
         tty.setraw(slave)
         tty.setraw(master)
         os.set_blocking(master, False)
-        tmp = self.link.with_name(self.link.name + ".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(os.ttyname(slave))
-        os.replace(tmp, self.link)
+        point_link(self.link, slave)
         with self._fd_mutex:
             self._master, self._slave = master, slave
 

@@ -17,6 +17,8 @@ import threading
 import tty
 from pathlib import Path
 
+from firmware_sim.ptylink import point_link
+
 
 class QrScannerSimulator:
     """A QR scanner module that writes what it 'sees' to a pty."""
@@ -84,11 +86,7 @@ class QrScannerSimulator:
         master, slave = os.openpty()
         tty.setraw(slave)
         self._master, self._slave = master, slave
-        tmp = self._link.with_suffix(".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(os.ttyname(slave))
-        os.replace(tmp, self._link)
+        point_link(self._link, slave)
 
     def _close_pty(self) -> None:
         with contextlib.suppress(FileNotFoundError):
