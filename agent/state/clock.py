@@ -356,11 +356,18 @@ class ClockGuard:
                 if ts > trusted:
                     self._anchor = _Point(ts, b, self._boot_id)
                     self._last = trusted = ts
-                # Only a ts at or past the current reference replaces it: an old one (a
-                # command that waited at the broker) would hold time back.
+                # The point where time resumed after a power cycle was the wall clock's word:
+                # the platform's next ts replaces it, whatever it says. A ts within the drift
+                # of the carried platform point renews that point (the slew allowance starts
+                # again, and an excess over the drift pauses); an older one (a command that
+                # waited at the broker) would hold time back and is only noted.
                 reference = self._reference(b)
                 carried = None if reference is None else reference.at(b, self._boot_id)
-                if carried is None or ts >= carried:
+                if (
+                    carried is None
+                    or reference is not self._platform
+                    or ts >= carried - self._drift
+                ):
                     self._platform = _Point(ts, b, self._boot_id)
                     self._restarted = False
                 self._platform_ts = max(self._platform_ts or 0.0, ts)
