@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -174,10 +175,14 @@ def card_with_photo(photo: Path, **fields: Any) -> VirtualCard:
     return card
 
 
+@functools.lru_cache(maxsize=64)
 def portrait_jpeg(photo: Path, size: tuple[int, int], quality: int = 90) -> bytes:
     """Crop ``photo`` around its largest face to ``size`` (w, h), as JPEG bytes.
 
     Without a detectable face the centre is cropped. Memory only; nothing written.
+    Kept per (photo, size, quality): the face detector (dlib) holds the interpreter
+    lock for a quarter second a photo, which would starve the simulated locks' threads
+    in this process whenever a test makes guests while doors are in use.
     """
     img = cv2.imread(str(photo), cv2.IMREAD_COLOR)
     if img is None:

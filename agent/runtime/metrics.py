@@ -69,6 +69,10 @@ OSDP_COUNTERS: dict[str, tuple[str, str]] = {
     "key_mismatches": ("osdp_key_mismatches_total", "Secure-channel key mismatches seen."),
     "restarts": ("osdp_restarts_total", "Restarts of the bus driver's libosdp context."),
     "callback_errors": ("osdp_callback_errors_total", "Errors raised by event callbacks."),
+    "hiccups": (
+        "osdp_lock_hiccups_total",
+        "Lock sessions dropped and restored within offline_after_s (not reported offline).",
+    ),
     "late_s": (
         "osdp_bus_late_seconds_total",
         "Seconds the bus thread ran late (not polling; not counted as the locks' silence).",

@@ -17,6 +17,12 @@ Two libosdp 3.2 behaviours shape this module:
 - A lock that fails (bad key, NAK) is parked offline by libosdp for 300 s; the
   driver restarts its state machine (disable + enable) after ``retry_s``
   instead, backing off for locks whose key does not match.
+- One garbled or late frame on a multi-drop bus fails an exchange (a reply
+  that comes after the 200 ms window lands in the next lock's exchange as
+  "invalid pd address"), and libosdp drops that lock's session. A lock that is
+  back within ``offline_after_s`` was never offline for the building: the
+  driver restarts it at once, counts a hiccup and reports nothing; commands
+  meanwhile wait briefly for it (:meth:`OsdpBus.unlock`).
 
 Secure channel: a lock with ``secure=True`` (the default) is set up with
 libosdp's ENFORCE_SECURE flag, so a wrong key leaves it offline and reported
@@ -83,6 +89,8 @@ _HANDSHAKE_S = 1.0
 _LOOP_SLACK_S = 0.25
 # A lock not online and silent this long gets its libosdp state machine restarted.
 _SILENT_S = 0.5
+# How long an unlock waits for a lock that is restarting its session (a hiccup).
+_HICCUP_WAIT_S = 1.5
 
 
 class OsdpError(Exception):
@@ -158,6 +166,7 @@ class BusStats:
     key_mismatches: int = 0
     restarts: int = 0
     callback_errors: int = 0
+    hiccups: int = 0  # sessions lost and back within offline_after_s (not reported offline)
     late_s: float = 0.0  # how long the bus thread itself was late (not the locks' silence)
 
 
@@ -166,7 +175,10 @@ class _Lock:
     spec: LockSpec
     index: int
     door: DoorStateMachine
-    online: bool | None = None
+    online: bool | None = None  # as reported: survives a hiccup shorter than offline_after_s
+    ready: bool = False  # usable now: libosdp online, answering, secure channel up
+    last_ready: float = float("-inf")  # on the poll clock
+    in_hiccup: bool = False
     sc_active: bool = False
     tamper: bool = False
     last_reply: float = float("-inf")
@@ -354,7 +366,7 @@ class OsdpBus:
         """
         if not 0.1 <= seconds <= MAX_UNLOCK_S:
             raise ValueError(f"unlock time {seconds} s is outside 0.1..{MAX_UNLOCK_S} s")
-        lock = self._online_lock(address)
+        lock = self._online_lock(address, wait_s=_HICCUP_WAIT_S)
         with self._state_lock:
             lock.door.unlocked(time.monotonic(), seconds)
         cmd = {
@@ -430,12 +442,19 @@ class OsdpBus:
             raise LockOffline(f"lock {address}: no secure channel to send a key over")
         self._submit(lock, {"command": osdp.Command.Keyset, "type": 1, "data": bytes(scbk)})
 
-    def _online_lock(self, address: int) -> _Lock:
+    def _online_lock(self, address: int, wait_s: float = 0.0) -> _Lock:
+        """The lock, usable now; one reported online but restarting its session is waited
+        for up to ``wait_s``."""
         lock = self._locks.get(address)
         if lock is None:
             raise UnknownLock(f"no lock with address {address} on bus {self.port}")
+        deadline = time.monotonic() + wait_s
+        while lock.online and not lock.ready and time.monotonic() < deadline:
+            time.sleep(0.01)
         if not lock.online:
             raise LockOffline(f"lock {address} on bus {self.port} is offline")
+        if not lock.ready:
+            raise LockOffline(f"lock {address} on bus {self.port} is restarting its session")
         return lock
 
     def _submit(self, lock: _Lock, cmd: dict[str, Any]) -> None:
@@ -570,7 +589,31 @@ class OsdpBus:
         sc_active = lock.lib_sc
         alive = self._poll_now - lock.last_reply < self._offline_after
         secure_ok = sc_active or not lock.spec.secure
-        online = lib_online and alive and secure_ok and not lock.disabled
+        ready = lib_online and alive and secure_ok and not lock.disabled
+        lock.ready = ready
+        if ready:
+            lock.last_ready = self._poll_now
+            if lock.in_hiccup:
+                lock.in_hiccup = False
+                lock.restart_backoff = 0.0
+                lock.failed_handshakes = 0
+                self.stats.hiccups += 1
+                log.info(
+                    "lock session restored",
+                    extra={"port": self.port, "address": lock.spec.address},
+                )
+            online = True
+        elif lock.online and alive and self._poll_now - lock.last_ready < self._offline_after:
+            # Answering, but its session was dropped: a hiccup unless it lasts. Restart it
+            # as soon as libosdp lets go, without the backoff meant for dead locks.
+            if not lock.in_hiccup:
+                lock.in_hiccup = True
+                lock.restart_backoff = 0.0
+                lock.next_restart = min(lock.next_restart, now)
+            online = True
+        else:
+            lock.in_hiccup = False
+            online = False
         if lock.disabled:
             # Second half of a restart: re-enable after one refresh in DISABLED.
             with self._ctx_lock:
@@ -588,10 +631,10 @@ class OsdpBus:
             lock.key_mismatch = False
         startup_grace = now - self._started_at < max(3.0, self._offline_after * 1.5)
         went = online != lock.online and (online or lock.online is not None or not startup_grace)
-        if went or (online and sc_active != lock.sc_active):
+        if went or (ready and sc_active != lock.sc_active):
             self._set_online(lock, online, sc_active, now)
         silent = self._poll_now - lock.last_reply > _SILENT_S
-        if not online and silent and now >= lock.next_restart:
+        if not ready and silent and now >= lock.next_restart:
             self._restart(lock, now)
 
     def _set_online(self, lock: _Lock, online: bool, sc_active: bool, now: float) -> None:

@@ -43,6 +43,24 @@ def test_a_stalled_bus_thread_is_not_a_silent_lock(tmp_path: Path) -> None:
         assert 2 in [e.address for e in offline_events(rec)]
 
 
+def test_a_late_reply_is_a_hiccup_not_an_offline(tmp_path: Path) -> None:
+    # A reply after OSDP's 200 ms window fails the exchange (and lands in the next
+    # lock's), and libosdp drops the session. Back within offline_after_s, the lock was
+    # never offline for the building: no event, no alert, a hiccup counted.
+    with sim_and_bus(tmp_path, [1, 2, 3]) as (sim, bus, rec):
+        for _ in range(3):
+            sim.locks[2].set_slow(0.3)
+            time.sleep(0.35)
+            sim.locks[2].set_slow(0.0)
+            # An unlock asked during the hiccup waits for the session to come back.
+            bus.unlock(2, 0.5)
+            assert sim.locks[2].wait_relay(True, 5)
+            time.sleep(3.0)
+        assert offline_events(rec) == [], offline_events(rec)
+        assert bus.stats.hiccups >= 1
+        assert all(state_of(bus, a).online and state_of(bus, a).sc_active for a in (1, 2, 3))
+
+
 _SIM = """
 import sys
 from pathlib import Path
