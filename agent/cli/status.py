@@ -19,7 +19,9 @@ from agent.cli.common import (
     load_config_or_fail,
     print_json,
 )
-from agent.runtime.control import ControlError, call
+from agent.doctor.disk import check_disk
+from agent.doctor.report import OK
+from agent.runtime.control import ControlError, DaemonRefused, call
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,6 +43,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     except ControlError as exc:
         live = None
         reason = str(exc)
+        running = isinstance(exc, DaemonRefused)
     if live is not None:
         if args.json:
             print_json(live)
@@ -57,9 +60,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     except sqlite3.DatabaseError as exc:
         print(f"lockgw: database {config.db_path} is unreadable: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    # A daemon that answered with an error is running (a full disk can make its status
+    # fail); say so, and what the disk says, rather than "not running".
+    state = "running, status failed" if running else "not running"
+    disk = check_disk(config, None)
     doc = {
         "gateway": config.gateway.id,
-        "daemon": {"state": "not running", "reason": reason},
+        "daemon": {"state": state, "reason": reason},
+        "disk": {"ok": disk.status == OK, "detail": disk.detail},
         "schema_version": summary.schema_version,
         "tables": summary.tables,
     }
@@ -67,7 +75,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print_json(doc)
         return EXIT_OK
     print(f"gateway       {config.gateway.id}")
-    print(f"daemon        not running ({reason})")
+    print(f"daemon        {state} ({reason})")
+    print(f"disk          {disk.detail}")
     print(f"database      {config.db_path}")
     print(f"schema        version {summary.schema_version}")
     for table, count in summary.tables.items():

@@ -30,6 +30,10 @@ class ControlError(Exception):
     """The daemon could not be reached, or it refused the request."""
 
 
+class DaemonRefused(ControlError):
+    """The daemon is running and answered, with an error (or not in time)."""
+
+
 class ControlServer:
     """Serves registered handlers on a Unix socket from the daemon's asyncio loop."""
 
@@ -125,11 +129,11 @@ def call(path: Path, cmd: str, args: dict[str, Any] | None = None, timeout: floa
     except ConnectionRefusedError:
         raise ControlError(f"the daemon is not running (stale socket at {path})") from None
     except TimeoutError:
-        raise ControlError(f"the daemon did not answer within {timeout:.0f} s") from None
+        raise DaemonRefused(f"the daemon did not answer within {timeout:.0f} s") from None
     try:
         answer = json.loads(data)
     except ValueError:
-        raise ControlError("the daemon's answer was not JSON") from None
+        raise DaemonRefused("the daemon's answer was not JSON") from None
     if not answer.get("ok"):
-        raise ControlError(str(answer.get("error", "refused")))
+        raise DaemonRefused(str(answer.get("error", "refused")))
     return answer.get("result")

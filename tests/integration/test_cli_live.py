@@ -109,3 +109,42 @@ def test_locks_commands_go_through_the_running_daemon(site: tuple[SimulatedSite,
     refused = run("locks", "keyset", "1", "--config", config)
     assert refused.returncode == 2
     assert "stop it first" in refused.stderr
+
+
+def test_a_daemon_whose_status_fails_is_running_and_a_spent_reserve_is_a_full_disk(
+    write_config: object, tmp_path: Path
+) -> None:
+    # With the state disk full the daemon can answer a status request with an error;
+    # it is running all the same, and the disk line says why doors only refuse.
+    import socket
+    import threading
+
+    from agent.state.store import Store
+
+    config_path = write_config()  # type: ignore[operator]
+    config = load_config(config_path)
+    config.db_path.parent.mkdir(parents=True, exist_ok=True)
+    Store.open(config.db_path).close()  # the daemon ran here and released its reserve
+    sock_path = config.gateway.control_socket
+    sock_path.parent.mkdir(parents=True, exist_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(1)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b'{"ok": false, "error": "database or disk is full"}\n')
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        result = run("status", "--config", str(config_path))
+    finally:
+        thread.join(5)
+        server.close()
+    assert result.returncode == 0, result.stderr
+    assert "running, status failed (database or disk is full)" in result.stdout
+    assert "not running" not in result.stdout
+    assert "disk full" in result.stdout and "used its reserve" in result.stdout
