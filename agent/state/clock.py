@@ -37,12 +37,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
+
+from agent.state.reserve import is_disk_full
 
 if TYPE_CHECKING:
     from agent.state.store import Store
@@ -234,7 +237,11 @@ class ClockGuard:
         self._warned_backwards = False
         self._warned_ahead = False
         self._incidents: list[tuple[str, str]] = []
-        self.counters: dict[str, int] = {"skew_rejected": 0, "confirmed_by_platform": 0}
+        self.counters: dict[str, int] = {
+            "skew_rejected": 0,
+            "confirmed_by_platform": 0,
+            "persist_failed_disk_full": 0,
+        }
 
     # -- reading ---------------------------------------------------------------------
 
@@ -328,10 +335,18 @@ class ClockGuard:
         # A reading taken inside a write transaction (the outbox stamps envelopes there)
         # must not open another: persisting and incidents wait for the next reading.
         if (persist or self._incidents) and not self._store.in_transaction:
-            if persist:
-                self.flush()
-            while self._incidents:
-                self._store.record_incident(*self._incidents.pop(0))
+            try:
+                if persist:
+                    self.flush()
+                while self._incidents:
+                    self._store.record_incident(*self._incidents[0])
+                    self._incidents.pop(0)
+            except (sqlite3.Error, OSError) as exc:
+                if not is_disk_full(exc):
+                    raise
+                # A full disk must not stop the clock that every door reads: time runs on
+                # in memory and is persisted at the next reading once there is room.
+                self.counters["persist_failed_disk_full"] += 1
         return trusted
 
     def observe_trusted(self, ts: float) -> bool:
