@@ -205,7 +205,13 @@ class CardVisit:
             )
         )
         return await self._opener.admit(
-            door, decision, records, started, now=now, checkin=(guest.grant_id, guest.guest_id, now)
+            door,
+            decision,
+            records,
+            started,
+            now=now,
+            checkin=(guest.grant_id, guest.guest_id, now),
+            id_number=number,
         )
 
     def decide(self, presentation: Presentation, candidates: list[VerifiedGuest]) -> Decision:

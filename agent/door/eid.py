@@ -299,7 +299,13 @@ class EidVisit:
             )
         )
         return await self._opener.admit(
-            door, decision, records, started, now=now, checkin=(guest.grant_id, guest.guest_id, now)
+            door,
+            decision,
+            records,
+            started,
+            now=now,
+            checkin=(guest.grant_id, guest.guest_id, now),
+            id_number=number,
         )
 
     async def _refuse(

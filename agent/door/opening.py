@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from agent.door.decision import Decision
+from agent.door.decision import SAY_SEE_HOST, Decision, deny
 from agent.door.doors import DoorDevices, LockPort, Record, VisitOutcome, elapsed_ms
 from agent.door.occupancy import OccupantWatch
 from agent.door.recorder import VisitRecorder
 from agent.door.records import iso
+from agent.state.reserve import is_disk_full
 from drivers.osdp.bus import LockOffline
 
 log = logging.getLogger(__name__)
@@ -52,10 +54,29 @@ class DoorOpener:
         now: float,
         seconds: float | None = None,
         checkin: tuple[str, str, float] | None = None,
+        id_number: str | None = None,
     ) -> VisitOutcome:
-        """Commit the opening's records, then unlock."""
+        """Commit the opening's records, then unlock.
+
+        While the disk is full (the reserve was released and space has not returned) the
+        door stays locked: the reserve is kept for refusals and alerts, and the refusal
+        (``disk_full``) is recorded instead. ``id_number``: what was presented, for it."""
         grant_id = decision.guest.grant_id if decision.guest is not None else None
-        seqs = await off_loop(self._recorder.commit, records, checkin)
+        if self._recorder.disk_full:
+            presented = next((b["method"][0] for t, b in records if t == "door.opened"), "")
+            return await self.refuse(
+                door,
+                deny("disk_full", SAY_SEE_HOST, decision.guest),
+                started,
+                id_number=id_number,
+                method=presented or "remote",
+            )
+        seqs = await self._commit_or_nothing(door, records, checkin)
+        if seqs is None:
+            await self.feedback(door, granted=False)
+            return VisitOutcome(
+                door.lock_id, False, "disk_full", SAY_SEE_HOST, (), elapsed_ms(started)
+            )
         opened_seq = next(
             (s for s, (t, _) in zip(seqs, records, strict=True) if t == "door.opened"), None
         )
@@ -95,12 +116,33 @@ class DoorOpener:
             card_names=card_names,
             detail=detail,
         )
-        seqs = await off_loop(self._recorder.commit, records)
+        seqs = await self._commit_or_nothing(door, records) or ()
         await self.feedback(door, granted=False)
         log.info("access denied", extra={"lock": door.lock_id, "reason": decision.reason})
         return VisitOutcome(
             door.lock_id, False, decision.reason, decision.say, seqs, elapsed_ms(started)
         )
+
+    async def _commit_or_nothing(
+        self,
+        door: DoorDevices,
+        records: list[Record],
+        checkin: tuple[str, str, float] | None = None,
+    ) -> tuple[int | None, ...] | None:
+        """Commit ``records``; None when not even the reserve had room (the visit's
+        records are lost to a full disk: said in the log, the door stays locked)."""
+        try:
+            return await off_loop(self._recorder.commit, records, checkin)
+        except (sqlite3.Error, OSError) as exc:
+            if not is_disk_full(exc):
+                raise
+        self._count("records_lost_disk_full")
+        log.error(
+            "disk full and the reserve spent: a visit's records could not be written; "
+            "the door stays locked",
+            extra={"lock": door.lock_id, "records": len(records)},
+        )
+        return None
 
     async def open(
         self,

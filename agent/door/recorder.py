@@ -50,6 +50,12 @@ class VisitRecorder:
         self._rules = rules
         self.reserve = reserve
 
+    @property
+    def disk_full(self) -> bool:
+        """The reserve was released for a write that found the disk full, and space has not
+        returned to take it again: nothing opens (only refusals and alerts are recorded)."""
+        return self.reserve is not None and not self.reserve.held
+
     def commit(
         self, records: list[Record], checkin: tuple[str, str, float] | None = None
     ) -> tuple[int | None, ...]:

@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import logging
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from agent.face import FaceWorker
 from agent.grants.store import GrantStore
 from agent.runtime.inbox import DeviceInbox
 from agent.state.clock import ClockGuard
-from agent.state.reserve import DiskReserve
+from agent.state.reserve import DiskReserve, is_disk_full
 from agent.state.secretbox import SecretBox
 from agent.state.store import Store
 from agent.sync.applier import GatewayApplier
@@ -338,12 +339,19 @@ def build_gateway(config: Config, store: Store, loop: asyncio.AbstractEventLoop)
         now=lambda: dt.datetime.fromtimestamp(clock.now(), dt.UTC),
         on_verified=clock.observe_trusted,
         on_eid_result=lambda command: eid_requests.deliver(command.body),
+        # While the disk is full, grants wait at the platform: the reserve's room is for
+        # the door's refusals and alerts.
+        defer=lambda command: (
+            "disk_full"
+            if command.type in ("grant.put", "grant.sync") and flow.recorder.disk_full
+            else None
+        ),
     )
     link = Link(
         LinkSettings.from_config(config.link),
         config.gateway.id,
         outbox,
-        processor.handle,
+        functools.partial(_handle_command, processor, reserve, store),
         version=__version__,
         health=functools.partial(_health, buses, ble, processor, grants, clock),
     )
@@ -521,6 +529,23 @@ def _qr_scanner(door: DoorSection, inbox: DeviceInbox) -> QrScanner:
         on_status,
         baud=door.qr_baudrate,
     )
+
+
+def _handle_command(
+    processor: CommandProcessor, reserve: DiskReserve, store: Store, payload: bytes
+) -> object:
+    """A command the store could not take for a full disk is not applied (the platform
+    sends it again); the reserve is released so that the incident, its alert and the
+    door's refusals are recorded, and ``status`` says the disk is full."""
+    try:
+        return processor.handle(payload)
+    except (sqlite3.Error, OSError) as exc:
+        if not is_disk_full(exc):
+            raise
+    log.error("disk full: a command could not be stored; the platform will send it again")
+    if reserve.release():
+        store.record_incident("disk_full", "a command could not be stored; reserve released")
+    return None
 
 
 def _health(

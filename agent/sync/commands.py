@@ -77,7 +77,7 @@ class CommandApplier(Protocol):
 class CommandOutcome:
     """What happened to one inbound payload (for tests and the health counters)."""
 
-    status: str  # "ok", "rejected", "dropped" (not answered), "synced"
+    status: str  # "ok", "rejected", "dropped" (not answered), "synced", "deferred"
     reason: str = ""
     cmd_id: str | None = None
 
@@ -98,12 +98,16 @@ class CommandProcessor:
         now: Callable[[], dt.datetime] = utc_now,
         on_verified: Callable[[float], bool | None] | None = None,
         on_eid_result: Callable[[Command], str] | None = None,
+        defer: Callable[[Command], str | None] | None = None,
     ) -> None:
         """``on_verified(ts)`` gets the ``ts`` (epoch seconds) of every command whose
         signature and envelope check out, before exp/replay checks (a clock guard can
         use it as trusted time); returning False refuses the command as ``clock_skew``
         (``sync.ack`` is still applied: it carries no time). ``now`` is trusted time:
-        exp and the replay window are checked against it and ids are pruned by it."""
+        exp and the replay window are checked against it and ids are pruned by it.
+        ``defer(command)`` names a reason to leave a verified command unapplied and
+        unanswered for now (a full disk): its id is not recorded, so the platform's
+        next sending of it is applied."""
         self._store = store
         self._outbox = outbox
         self._gw = gateway_id
@@ -114,6 +118,7 @@ class CommandProcessor:
         self._now = now
         self._on_verified = on_verified
         self._on_eid_result = on_eid_result
+        self._defer = defer
         self.counters: dict[str, int] = {"received": 0, "applied": 0, "synced": 0}
         self.drop_log = DropLog()
         self.last_sync_at: str | None = None
@@ -173,6 +178,11 @@ class CommandProcessor:
             return self._sync_ack(command, now)
         if command.type == "eid.result":
             return self._eid_result(command, now)
+        deferred = self._defer(command) if self._defer is not None else None
+        if deferred is not None:
+            self._count(f"deferred_{deferred}")
+            self.drop_log.note(deferred, f"command not applied for now ({deferred})")
+            return CommandOutcome("deferred", deferred, command.id)
         refusal: tuple[str, str] | None = None
         if skewed:
             ahead = ts - now.timestamp()
