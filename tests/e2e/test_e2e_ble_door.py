@@ -13,11 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from firmware_sim.site import SimulatedSite
-from tests.support.e2e import EXAMPLES, GUEST_A, make_guest, present
+from tests.support.e2e import GUEST_A, make_guest, needs_face_photos, present
 
-pytestmark = pytest.mark.skipif(
-    not EXAMPLES.is_dir(), reason=f"face photos not found at {EXAMPLES} (../shared/faces)"
-)
+pytestmark = needs_face_photos
 OSDP_DOOR, BLE_DOOR = "L101", "L103"
 
 

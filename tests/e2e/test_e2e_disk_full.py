@@ -17,20 +17,16 @@ import pytest
 from firmware_sim.site import SimulatedSite
 from tests.support.disk import fill, small_tmpfs
 from tests.support.e2e import (
-    EXAMPLES,
     GUEST_A,
     GUEST_B,
-    NUAA,
     Guest,
     make_guest,
+    needs_face_photos,
     present,
     stays_locked,
 )
 
-pytestmark = pytest.mark.skipif(
-    not (EXAMPLES.is_dir() and NUAA.is_dir()),
-    reason=f"face photos not found at {EXAMPLES.parent.parent} (../shared/faces)",
-)
+pytestmark = needs_face_photos
 DOOR = "L101"
 
 

@@ -13,23 +13,19 @@ import pytest
 from firmware_sim.idcards import sample_card
 from firmware_sim.site import SimulatedSite
 from tests.support.e2e import (
-    EXAMPLES,
     GUEST_A,
     GUEST_B,
-    NUAA,
     PRINTED_A,
     STRANGER,
     TWO_PEOPLE,
     Guest,
     make_guest,
+    needs_face_photos,
     present,
     stays_locked,
 )
 
-pytestmark = pytest.mark.skipif(
-    not (EXAMPLES.is_dir() and NUAA.is_dir()),
-    reason=f"face photos not found at {EXAMPLES.parent.parent} (../shared/faces)",
-)
+pytestmark = needs_face_photos
 DOOR, GATE = "L101", "L102"
 
 

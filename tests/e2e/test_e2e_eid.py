@@ -15,11 +15,16 @@ import pytest
 from firmware_sim.identity_service import SimIdentity
 from firmware_sim.platform import new_okp
 from firmware_sim.site import SimulatedSite
-from tests.support.e2e import EXAMPLES, GUEST_A, GUEST_B, Guest, make_guest, stays_locked
-
-pytestmark = pytest.mark.skipif(
-    not EXAMPLES.is_dir(), reason=f"face photos not found at {EXAMPLES} (../shared/faces)"
+from tests.support.e2e import (
+    GUEST_A,
+    GUEST_B,
+    Guest,
+    make_guest,
+    needs_face_photos,
+    stays_locked,
 )
+
+pytestmark = needs_face_photos
 CAMERA_DOOR, SCANNER_DOOR = "L101", "L102"
 TIMEOUT_S = 2.0
 # Names, ID numbers and codes used here: none may appear in the gateway's log.

@@ -28,6 +28,7 @@ from agent.state.secretbox import SecretBox
 from agent.state.store import Store
 from agent.sync.outbox import Outbox
 from firmware_sim.platform import SimKeys
+from tests.support.clocks import SettableClocks
 from tests.support.disk import fill, small_tmpfs
 from tests.support.mqtt import write_key_files
 
@@ -110,36 +111,20 @@ def test_full_disk_records_refusals_from_the_reserve_and_recovers(
     assert json.dumps(os.statvfs(small_disk).f_bavail > 0)
 
 
-class _Clocks:
-    def __init__(self) -> None:
-        self.wall_now, self.boot_now = time.time(), 1000.0
-
-    def wall(self) -> float:
-        return self.wall_now
-
-    def boot(self) -> float:
-        return self.boot_now
-
-    def boot_id(self) -> str:
-        return "boot-1"
-
-
 def test_trusted_time_runs_on_when_its_anchor_cannot_be_written(small_disk: Path) -> None:
     # Every door reads the clock, which persists its anchor every 30 s: a full disk must
     # not make the reading fail; the anchor is written once there is room again.
     store = Store.open(small_disk / "lockgw.db")
-    clocks = _Clocks()
+    clocks = SettableClocks()
     guard = ClockGuard(store, sources=clocks)
     start = guard.now()
     filler = fill(small_disk)
     for _ in range(20):  # enough writes to use up what SQLite's WAL had left
-        clocks.wall_now += 31
-        clocks.boot_now += 31
+        clocks.elapse(31)
         assert guard.now() > start
     assert guard.counters["persist_failed_disk_full"] > 0
     filler.unlink()
-    clocks.wall_now += 31
-    clocks.boot_now += 31
+    clocks.elapse(31)
     now = guard.now()
     store.close()
     reopened = Store.open(small_disk / "lockgw.db")

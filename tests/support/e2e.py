@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from firmware_sim.guests import Guest, make_guest
 from firmware_sim.idcards import VirtualCard
 from firmware_sim.photos import (
@@ -33,9 +35,16 @@ __all__ = [
     "TWO_PEOPLE",
     "Guest",
     "make_guest",
+    "needs_face_photos",
     "present",
     "stays_locked",
 ]
+
+# The end-to-end tests use the public face photos (press and NUAA live frames).
+needs_face_photos = pytest.mark.skipif(
+    not (EXAMPLES.is_dir() and NUAA.is_dir()),
+    reason=f"face photos not found at {EXAMPLES.parent.parent} (../shared/faces)",
+)
 
 
 def present(site: SimulatedSite, door: str, card: VirtualCard, face: Path | None) -> int:

@@ -10,38 +10,11 @@ from hypothesis import strategies as st
 
 from agent.state.clock import DEFAULT_DRIFT_S, DEFAULT_MAX_SKEW_S, SLEW_PPM, ClockGuard
 from agent.state.store import Store
+from tests.support.clocks import SettableClocks
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
 DAY = 86_400.0
-
-
-class Clocks:
-    """A wall clock anyone can set, and a monotonic clock only time moves."""
-
-    def __init__(self) -> None:
-        self.wall_now = T0
-        self.boot_now = 1000.0
-        self.boot_name = "boot-1"
-
-    def wall(self) -> float:
-        return self.wall_now
-
-    def boot(self) -> float:
-        return self.boot_now
-
-    def boot_id(self) -> str:
-        return self.boot_name
-
-    def elapse(self, seconds: float) -> None:
-        """Real time passes: both clocks move."""
-        self.wall_now += seconds
-        self.boot_now += seconds
-
-    def power_cycle(self, off_s: float) -> None:
-        self.wall_now += off_s
-        self.boot_now = 5.0
-        self.boot_name = f"{self.boot_name}+"
 
 
 @pytest.fixture
@@ -51,7 +24,7 @@ def store(tmp_path: Path):  # type: ignore[no-untyped-def]
     s.close()
 
 
-def _guard(store: Store, clocks: Clocks, grace: float | None = 72 * HOUR) -> ClockGuard:
+def _guard(store: Store, clocks: SettableClocks, grace: float | None = 72 * HOUR) -> ClockGuard:
     return ClockGuard(store, max_ahead_s=grace, sources=clocks)
 
 
@@ -61,7 +34,7 @@ def _incidents(store: Store) -> list[str]:
 
 
 def test_a_wall_clock_set_back_does_not_stop_time(store: Store) -> None:
-    clocks = Clocks()
+    clocks = SettableClocks(wall=T0)
     guard = _guard(store, clocks)
     assert guard.observe_trusted(T0)
     clocks.wall_now -= 6 * HOUR  # the attacker sets the clock back, the network is cut
@@ -73,7 +46,7 @@ def test_a_wall_clock_set_back_does_not_stop_time(store: Store) -> None:
 
 
 def test_a_wall_clock_jumped_ahead_is_believed_only_up_to_the_drift(store: Store) -> None:
-    clocks = Clocks()
+    clocks = SettableClocks(wall=T0)
     guard = _guard(store, clocks)
     assert guard.observe_trusted(T0)
     clocks.wall_now += HOUR  # within the offline grace: the old cap let this through
@@ -90,7 +63,7 @@ def test_a_wall_clock_jumped_ahead_is_believed_only_up_to_the_drift(store: Store
 
 
 def test_a_platform_ts_far_ahead_is_refused_and_moves_nothing(store: Store) -> None:
-    clocks = Clocks()
+    clocks = SettableClocks(wall=T0)
     guard = _guard(store, clocks)
     assert guard.observe_trusted(T0)
     contact = guard.last_contact()
@@ -106,7 +79,7 @@ def test_a_platform_ts_far_ahead_is_refused_and_moves_nothing(store: Store) -> N
 def test_a_gateway_behind_recovers_when_the_platform_confirms_the_wall_clock(
     store: Store,
 ) -> None:
-    clocks = Clocks()
+    clocks = SettableClocks(wall=T0)
     guard = _guard(store, clocks)
     assert guard.observe_trusted(T0)
     clocks.power_cycle(off_s=10 * HOUR)
@@ -125,7 +98,7 @@ def test_a_gateway_behind_recovers_when_the_platform_confirms_the_wall_clock(
 def test_a_power_cycle_resumes_from_the_anchor_and_the_wall_clock_bounded(
     store: Store,
 ) -> None:
-    clocks = Clocks()
+    clocks = SettableClocks(wall=T0)
     guard = _guard(store, clocks, grace=72 * HOUR)
     assert guard.observe_trusted(T0)
     clocks.elapse(HOUR)
@@ -143,7 +116,7 @@ def test_a_power_cycle_resumes_from_the_anchor_and_the_wall_clock_bounded(
 
 
 def test_a_restart_without_a_power_cycle_keeps_monotonic_continuity(store: Store) -> None:
-    clocks = Clocks()
+    clocks = SettableClocks(wall=T0)
     guard = _guard(store, clocks)
     assert guard.observe_trusted(T0)
     guard.flush()
@@ -173,7 +146,7 @@ def test_trusted_time_never_goes_back_and_never_runs_ahead_unconfirmed(
     tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, float]]
 ) -> None:
     store = Store.open(tmp_path_factory.mktemp("clk") / "db")
-    clocks = Clocks()
+    clocks = SettableClocks(wall=T0)
     real = T0  # the true time, which the platform's ts always says
     guard = _guard(store, clocks)
     assert guard.observe_trusted(real)
@@ -220,7 +193,7 @@ def test_trusted_time_never_goes_back_and_never_runs_ahead_unconfirmed(
 
 
 def test_a_reading_inside_a_write_transaction_defers_its_writes(store: Store) -> None:
-    clocks = Clocks()
+    clocks = SettableClocks(wall=T0)
     guard = _guard(store, clocks)
     assert guard.observe_trusted(T0)
     with store.write():  # the outbox stamps envelopes inside its transaction

@@ -16,32 +16,16 @@ import pytest
 from agent.state.clock import DEFAULT_MAX_SKEW_S, ClockGuard
 from agent.sync.commands import REPLAY_MARGIN_S, REPLAY_WINDOW_S, CommandProcessor
 from firmware_sim.platform import PlatformSim
+from tests.support.clocks import SettableClocks
 from tests.unit.sync.test_commands import GW, ID_NUMBER, Rig
 
 DAY = 86_400.0
 
 
-class Clocks:
-    """The machine's wall clock (anyone with root sets it) and its monotonic clock."""
-
-    def __init__(self) -> None:
-        self.wall_now = time.time()
-        self.boot_now = 100.0
-
-    def wall(self) -> float:
-        return self.wall_now
-
-    def boot(self) -> float:
-        return self.boot_now
-
-    def boot_id(self) -> str:
-        return "boot"
-
-
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[tuple[Rig, Clocks, ClockGuard]]:
+def rig(tmp_path: Path) -> Iterator[tuple[Rig, SettableClocks, ClockGuard]]:
     rig = Rig(tmp_path)
-    clocks = Clocks()
+    clocks = SettableClocks()
     guard = ClockGuard(rig.store, max_ahead_s=72 * 3600, sources=clocks)
     rig.proc = CommandProcessor(
         rig.store,
@@ -59,7 +43,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[Rig, Clocks, ClockGuard]]:
 
 
 def test_a_command_stamped_30_days_ahead_is_refused_and_time_does_not_move(
-    rig: tuple[Rig, Clocks, ClockGuard],
+    rig: tuple[Rig, SettableClocks, ClockGuard],
 ) -> None:
     gw, _clocks, guard = rig
     before = guard.now()
@@ -78,7 +62,7 @@ def test_a_command_stamped_30_days_ahead_is_refused_and_time_does_not_move(
     assert guest.valid_from <= guard.now() < guest.valid_until
 
 
-def test_a_ts_within_the_skew_is_accepted(rig: tuple[Rig, Clocks, ClockGuard]) -> None:
+def test_a_ts_within_the_skew_is_accepted(rig: tuple[Rig, SettableClocks, ClockGuard]) -> None:
     gw, _clocks, guard = rig
     _cmd, outcome = gw.send("ping", {}, ts_offset_s=DEFAULT_MAX_SKEW_S / 2)
     assert outcome.status == "ok"
@@ -86,7 +70,7 @@ def test_a_ts_within_the_skew_is_accepted(rig: tuple[Rig, Clocks, ClockGuard]) -
 
 
 def test_a_captured_unlock_replayed_after_a_clock_excursion_stays_dead(
-    rig: tuple[Rig, Clocks, ClockGuard],
+    rig: tuple[Rig, SettableClocks, ClockGuard],
 ) -> None:
     gw, clocks, _guard = rig
     cmd_id, text = gw.sim.build(
@@ -112,7 +96,7 @@ def test_a_captured_unlock_replayed_after_a_clock_excursion_stays_dead(
 
 
 def test_a_command_older_than_the_replay_window_is_refused(
-    rig: tuple[Rig, Clocks, ClockGuard],
+    rig: tuple[Rig, SettableClocks, ClockGuard],
 ) -> None:
     gw, _clocks, _guard = rig
     _cmd, outcome = gw.send(
