@@ -63,13 +63,13 @@ class DoorOpener:
         (``disk_full``) is recorded instead. ``id_number``: what was presented, for it."""
         grant_id = decision.guest.grant_id if decision.guest is not None else None
         if self._recorder.disk_full:
-            presented = next((b["method"][0] for t, b in records if t == "door.opened"), "")
+            presented = next(b["method"][0] for t, b in records if t == "door.opened")
             return await self.refuse(
                 door,
                 deny("disk_full", SAY_SEE_HOST, decision.guest),
                 started,
                 id_number=id_number,
-                method=presented or "remote",
+                method=presented,
             )
         seqs = await self._commit_or_nothing(door, records, checkin)
         if seqs is None:

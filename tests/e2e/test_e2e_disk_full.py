@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from firmware_sim.polling import wait_until
 from firmware_sim.site import SimulatedSite
 from tests.support.disk import fill, small_tmpfs
 from tests.support.e2e import (
@@ -57,15 +57,6 @@ def status_text(site: SimulatedSite) -> str:
     return done.stdout
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_a_full_state_disk_keeps_doors_locked_records_refusals_and_recovers(
     site: SimulatedSite,
 ) -> None:
@@ -83,7 +74,7 @@ def test_a_full_state_disk_keeps_doors_locked_records_refusals_and_recovers(
     # platform sends it again later) and the reserve is released for what must be written.
     for n in range(60):
         platform.put_grant(f"G-fill-{n}", [DOOR], [make_guest(GUEST_B).entry()])
-        if wait_until(lambda: site.gateway_status()["disk"]["full"], 1.0):
+        if wait_until(lambda: site.gateway_status()["disk"]["full"], 1.0, 0.2):
             break
     assert site.gateway_status()["disk"]["full"], "the full disk was never noticed"
     assert "DISK FULL" in status_text(site)
@@ -105,7 +96,7 @@ def test_a_full_state_disk_keeps_doors_locked_records_refusals_and_recovers(
     # Space comes back: the reserve is taken again, all by itself.
     for filler in state.glob("filler*"):
         filler.unlink()
-    assert wait_until(lambda: not site.gateway_status()["disk"]["full"], 30), "no recovery"
+    assert wait_until(lambda: not site.gateway_status()["disk"]["full"], 30, 0.2), "no recovery"
     assert "DISK FULL" not in status_text(site)
     # The platform sends the grant again: applied now; and the guest gets in.
     again = platform.put_grant("G-later", [DOOR], [make_guest(GUEST_B).entry()])
@@ -114,6 +105,6 @@ def test_a_full_state_disk_keeps_doors_locked_records_refusals_and_recovers(
     assert site.building.wait_relay(DOOR, True, timeout=10), "the door did not open again"
     platform.wait_for_event("door.opened", lambda b: b["lock"] == DOOR, after_seq=mark)
     # Nothing lost: the outbox drains, and the platform holds every seq the gateway used.
-    assert wait_until(lambda: site.gateway_status()["outbox"]["depth"] == 0, 30)
+    assert wait_until(lambda: site.gateway_status()["outbox"]["depth"] == 0, 30, 0.2)
     last = site.gateway_status()["outbox"]["last_seq"]
     assert set(range(1, last + 1)) <= {m["seq"] for m in platform.received()}
