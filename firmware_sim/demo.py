@@ -196,6 +196,8 @@ def step_eid(day: Day) -> None:
     cmd = day.platform.put_grant(EID_GRANT, [DOOR, GATE], guests, room="102", hours=24)
     day.say(f"platform sends grant.put {EID_GRANT}: room 102, 2 guests")
     day.expect(day.platform.wait_ack(cmd)["status"] == "ok", "gateway acknowledged the grant")
+    # Grants arrive ahead of guests: guest C comes once the grant's templates are made.
+    day.expect(day.site.wait_templates_ready(), "face templates made from the grant photos")
     building.wait_relay(GATE, False, timeout=15)
     code = day.platform.sim.identity.issue(_identity(day.cards["guest C"]))
     day.say("guest C has no card with them; their phone shows a 网证 code (single use)")
